@@ -1,0 +1,63 @@
+"""assay: OpenTelemetry-native tracing and GenAI evaluation.
+
+    import assay
+
+    @assay.trace(span_type="LLM")
+    def answer(question: str) -> str: ...
+
+    answer("What is assay?")
+    assay.flush()
+    assay.search_traces()
+"""
+
+from assay._version import __version__
+from assay.config import configure
+from assay.errors import (
+    AssayError,
+    ConfigurationError,
+    InvalidFilter,
+    JudgeError,
+    ScorerError,
+    StoreError,
+)
+from assay.store.query import get_trace, search_traces
+from assay.tracing._runtime import flush, shutdown
+from assay.tracing.decorator import trace
+from assay.tracing.models import Assessment, Span, SpanEvent, Trace, TraceInfo
+from assay.tracing.span import (
+    LiveSpan,
+    get_current_span,
+    get_last_trace_id,
+    start_span,
+    update_current_trace,
+)
+from assay.tracing.types import SpanStatus, SpanType, TraceState
+
+__all__ = [
+    "Assessment",
+    "AssayError",
+    "ConfigurationError",
+    "InvalidFilter",
+    "JudgeError",
+    "LiveSpan",
+    "ScorerError",
+    "Span",
+    "SpanEvent",
+    "SpanStatus",
+    "SpanType",
+    "StoreError",
+    "Trace",
+    "TraceInfo",
+    "TraceState",
+    "__version__",
+    "configure",
+    "flush",
+    "get_current_span",
+    "get_last_trace_id",
+    "get_trace",
+    "search_traces",
+    "shutdown",
+    "start_span",
+    "trace",
+    "update_current_trace",
+]

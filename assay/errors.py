@@ -1,0 +1,66 @@
+"""The exceptions assay raises.
+
+    AssayError
+     ├── ConfigurationError   a bad setting, store URI or environment variable
+     ├── InvalidFilter        a malformed search filter (carries the position)
+     ├── StoreError           the trace store cannot be opened, read or written
+     ├── ScorerError          a scorer is misdefined
+     └── JudgeError           an LLM judge is misdefined or its endpoint failed
+
+Only the caller's mistakes are raised into application code. Failures of the
+telemetry pipeline itself (an exporter that cannot write) are logged and
+counted, never raised from a traced function.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AssayError",
+    "ConfigurationError",
+    "InvalidFilter",
+    "JudgeError",
+    "ScorerError",
+    "StoreError",
+]
+
+
+class AssayError(Exception):
+    """Root of every exception assay raises on purpose."""
+
+
+class ConfigurationError(AssayError, ValueError):
+    """A setting, store URI or ``ASSAY_*`` environment variable is invalid."""
+
+
+class InvalidFilter(AssayError, ValueError):
+    """A search filter string is malformed.
+
+    Attributes:
+        filter_string: the filter as given.
+        position: the 0-based character offset where parsing failed.
+        hint: what was expected there, or a did-you-mean suggestion.
+    """
+
+    def __init__(self, message: str, *, filter_string: str = "", position: int = 0,
+                 hint: str | None = None) -> None:
+        self.filter_string = filter_string
+        self.position = position
+        self.hint = hint
+        text = f"{message} at position {position}"
+        if filter_string:
+            text += f"\n  {filter_string}\n  {' ' * position}^"
+        if hint:
+            text += f"\n{hint}"
+        super().__init__(text)
+
+
+class StoreError(AssayError):
+    """The trace store cannot be opened, read or written."""
+
+
+class ScorerError(AssayError):
+    """A scorer is misdefined (bad signature, unknown name)."""
+
+
+class JudgeError(AssayError):
+    """An LLM judge is misdefined, or its model endpoint failed for good."""

@@ -1,0 +1,1 @@
+"""Evaluation: evaluate(), scorers, judges, results and gates (coming next)."""

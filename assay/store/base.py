@@ -1,0 +1,71 @@
+"""The store seam: :class:`TraceStore`, and :class:`SpanRecord`, the unit it writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from assay.tracing.models import Trace
+
+__all__ = ["SpanRecord", "TracePage", "TraceStore"]
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """One ended span as the store receives it.
+
+    ``inputs_json``/``outputs_json`` are JSON text (serialised when recorded);
+    ``attributes`` no longer holds the ``assay.*`` keys lifted into fields here.
+    ``root_rank`` says how much this span speaks for its trace: 2 for a span
+    without a parent, 1 for the first span of a process continuing a remote or
+    foreign parent, 0 for any other.
+    """
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    span_type: str
+    start_time_ns: int
+    end_time_ns: int
+    status: str
+    status_message: str | None
+    inputs_json: str | None
+    outputs_json: str | None
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    experiment: str
+    root_rank: int = 0
+    trace_name: str | None = None
+    trace_tags: dict[str, str] = field(default_factory=dict)
+    trace_metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TracePage:
+    """One page of a search: the traces and the cursor for the next page (or ``None``)."""
+
+    traces: list[Trace]
+    next_page_token: str | None
+
+
+@runtime_checkable
+class TraceStore(Protocol):
+    """Where traces live. A new backend is one class with these methods."""
+
+    uri: str
+
+    def write_spans(self, records: Sequence[SpanRecord]) -> None:
+        """Persist ended spans; a span already stored is not stored again."""
+
+    def get_trace(self, trace_id: str) -> Trace | None:
+        """The trace with its spans, or ``None``."""
+
+    def search(self, *, experiment: str | None, max_results: int, page_token: str | None,
+               order: Literal["newest", "oldest"] = "newest") -> TracePage:
+        """Traces of an experiment (all when ``None``), newest first, one page."""
+
+    def close(self) -> None:
+        """Release connections."""

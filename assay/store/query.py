@@ -1,0 +1,132 @@
+"""The query side of the public API: ``get_trace`` and ``search_traces``.
+
+The filter language arrives in its own module; this one turns store pages into
+what users asked for (a pandas frame or a list of :class:`~assay.Trace`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from assay.errors import ConfigurationError, InvalidFilter
+from assay.tracing import _runtime
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from assay.store.sql import SqlTraceStore
+    from assay.tracing.models import Trace
+
+__all__ = ["FRAME_COLUMNS", "get_trace", "search_traces", "traces_to_frame"]
+
+#: Columns of the frame ``search_traces`` returns, one row per trace.
+FRAME_COLUMNS = ("trace_id", "name", "experiment", "state", "timestamp_ms",
+                 "execution_time_ms", "request", "response", "tags", "metadata",
+                 "assessments", "trace")
+
+
+def _store() -> SqlTraceStore:
+    rt = _runtime.current()
+    if rt.store is None:
+        raise ConfigurationError("no trace store is configured: call assay.configure(store=...)")
+    return rt.store  # type: ignore[return-value]
+
+
+def get_trace(trace_id: str) -> Trace | None:
+    """The stored trace with this id, or ``None``.
+
+    Spans still in the export queue are not visible yet: call ``assay.flush()``
+    first when reading back what was just traced.
+
+    Example:
+        >>> trace = assay.get_trace(assay.get_last_trace_id())
+    """
+    if not isinstance(trace_id, str) or not trace_id:
+        raise TypeError(f"get_trace() needs a trace id string, got {trace_id!r}")
+    return _store().get_trace(trace_id)
+
+
+def traces_to_frame(traces: list[Trace]) -> pd.DataFrame:
+    """One row per trace with the columns in :data:`FRAME_COLUMNS`.
+
+    ``request``/``response`` are the root span's inputs and outputs;
+    ``trace`` is the :class:`~assay.Trace` itself.
+    """
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for t in traces:
+        info = t.info
+        root = t.root_span
+        rows.append({
+            "trace_id": info.trace_id,
+            "name": info.name,
+            "experiment": info.experiment,
+            "state": info.state,
+            "timestamp_ms": info.timestamp_ms,
+            "execution_time_ms": info.execution_time_ms,
+            "request": root.inputs if root is not None else info.request_preview,
+            "response": root.outputs if root is not None else info.response_preview,
+            "tags": dict(info.tags),
+            "metadata": dict(info.metadata),
+            "assessments": [a.to_dict() for a in info.assessments],
+            "trace": t,
+        })
+    return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+
+
+def search_traces(filter_string: str | None = None, *, experiment: str | None = None,
+                  order_by: list[str] | None = None, max_results: int = 100,
+                  page_token: str | None = None, include_spans: bool = True,
+                  return_type: Literal["pandas", "list"] = "pandas") -> Any:
+    """Stored traces of an experiment, newest first.
+
+    Args:
+        filter_string: reserved for the filter language; must be ``None`` for now.
+        experiment: the experiment to list (default: the configured one);
+            ``"*"`` lists every experiment.
+        order_by: reserved; traces come newest first.
+        max_results: the page size (1 to 50,000).
+        page_token: continue after the page that returned it (a cursor: stable
+            while traces are being added).
+        include_spans: load each trace's spans too.
+        return_type: ``"pandas"`` for a DataFrame (columns :data:`FRAME_COLUMNS`),
+            ``"list"`` for a list of :class:`~assay.Trace`.
+
+    Returns:
+        The frame or list. The cursor of the next page (``None`` on the last
+        page) is ``frame.attrs["next_page_token"]`` or ``traces.next_page_token``.
+
+    Example:
+        >>> df = assay.search_traces(max_results=10)
+        >>> df[["trace_id", "name", "state"]]
+    """
+    if filter_string not in (None, ""):
+        raise InvalidFilter("filter strings are not supported by this version of assay",
+                            filter_string=str(filter_string), position=0,
+                            hint="pass filter_string=None to list traces")
+    if order_by:
+        raise InvalidFilter("order_by is not supported by this version of assay",
+                            filter_string=", ".join(order_by), position=0)
+    if isinstance(max_results, bool) or not isinstance(max_results, int) \
+            or not 1 <= max_results <= 50_000:
+        raise ValueError(f"max_results must be an integer from 1 to 50000, got {max_results!r}")
+    if return_type not in ("pandas", "list"):
+        raise ValueError(f"return_type must be 'pandas' or 'list', got {return_type!r}")
+    rt = _runtime.current()
+    exp = rt.experiment if experiment is None else (None if experiment == "*" else experiment)
+    page = _store().search(experiment=exp, max_results=max_results, page_token=page_token,
+                           include_spans=include_spans)
+    if return_type == "list":
+        return TraceList(page.traces, page.next_page_token)
+    frame = traces_to_frame(page.traces)
+    frame.attrs["next_page_token"] = page.next_page_token
+    return frame
+
+
+class TraceList(list):  # type: ignore[type-arg]
+    """A list of :class:`~assay.Trace` with the cursor of the next page."""
+
+    def __init__(self, traces: list[Trace], next_page_token: str | None) -> None:
+        super().__init__(traces)
+        self.next_page_token = next_page_token

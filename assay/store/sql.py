@@ -1,0 +1,344 @@
+"""The SQL trace store (SQLAlchemy Core): writing spans, reading traces, listing them.
+
+SQLite is the embedded default: WAL journal, a busy timeout, and write
+transactions opened with ``BEGIN IMMEDIATE`` so that several processes can
+write one file without "database is locked" reaching anyone; a write that still
+finds the file locked is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, tuple_
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import StaticPool
+
+from assay.errors import StoreError
+from assay.store import schema as s
+from assay.store.base import SpanRecord, TracePage
+from assay.tracing.models import Span, SpanEvent, Trace, TraceInfo
+
+__all__ = ["SqlTraceStore"]
+
+log = logging.getLogger("assay")
+
+PREVIEW_CHARS = 1_000
+_WRITE_RETRY_S = 60.0
+_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
+    if memory:
+        engine = create_engine(url, poolclass=StaticPool,
+                               connect_args={"check_same_thread": False})
+    else:
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": _BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # transactions are begun below
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        if not memory:
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+    return engine
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class SqlTraceStore:
+    """A trace store in one SQL database (SQLite file or in-memory)."""
+
+    def __init__(self, uri: str, url: str, *, memory: bool = False) -> None:
+        self.uri = uri
+        self._url = url
+        self._memory = memory
+        self._lock = threading.RLock()
+        self._engines: tuple[Engine, Engine] | None = None
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"SqlTraceStore({self.uri!r})"
+
+    # -- connections and schema -----------------------------------------------
+    def _get_engines(self) -> tuple[Engine, Engine]:
+        engines = self._engines
+        if engines is not None and self._ready:
+            return engines
+        with self._lock:
+            if self._engines is None:
+                writer = _sqlite_engine(self._url, immediate=True, memory=self._memory)
+                reader = writer if self._memory else _sqlite_engine(
+                    self._url, immediate=False, memory=False)
+                self._engines = (writer, reader)
+            if not self._ready:
+                self._create_schema(self._engines[0])
+                self._ready = True
+            return self._engines
+
+    def _create_schema(self, engine: Engine) -> None:
+        try:
+            with engine.begin() as conn:
+                s.metadata.create_all(conn, checkfirst=True)
+                version = conn.execute(select(func.max(s.schema_version.c.version))).scalar()
+                if version is None:
+                    conn.execute(s.schema_version.insert(), {"version": s.SCHEMA_VERSION})
+                elif version > s.SCHEMA_VERSION:
+                    raise StoreError(
+                        f"the store {self.uri} has schema version {version}, newer than this "
+                        f"assay understands ({s.SCHEMA_VERSION}); upgrade assay")
+        except OperationalError as exc:
+            raise StoreError(f"cannot open the trace store {self.uri}: {exc.orig}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        writer, _ = self._get_engines()
+        if self._memory:
+            with self._lock, writer.begin() as conn:
+                yield conn
+        else:
+            with writer.begin() as conn:
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        _, reader = self._get_engines()
+        if self._memory:
+            with self._lock, reader.connect() as conn:
+                yield conn
+        else:
+            with reader.connect() as conn:
+                yield conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engines is not None:
+                for engine in set(self._engines):
+                    engine.dispose()
+            self._engines = None
+            self._ready = False
+
+    # -- writing --------------------------------------------------------------
+    def write_spans(self, records: Sequence[SpanRecord]) -> None:
+        """Persist spans (each stored once) and fold them into their traces.
+
+        Raises:
+            StoreError: the database stayed locked or unwritable for a minute.
+        """
+        if not records:
+            return
+        deadline = time.monotonic() + _WRITE_RETRY_S
+        delay = 0.01
+        while True:
+            try:
+                with self._write() as conn:
+                    self._write_batch(conn, records)
+                return
+            except OperationalError as exc:
+                if not _is_locked(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"cannot write to the trace store {self.uri}: "
+                                     f"{exc.orig}") from exc
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    def _insert(self, table: Any) -> Any:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = self._get_engines()[0].dialect.name
+        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+    def _write_batch(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
+        dumps = json.dumps
+        span_rows = [{
+            "trace_id": r.trace_id, "span_id": r.span_id, "parent_id": r.parent_id,
+            "name": r.name, "span_type": r.span_type, "status": r.status,
+            "status_message": r.status_message, "start_time_ns": r.start_time_ns,
+            "end_time_ns": r.end_time_ns, "inputs": r.inputs_json, "outputs": r.outputs_json,
+            "attributes": dumps(r.attributes, ensure_ascii=False, default=str),
+            "events": dumps(r.events, ensure_ascii=False, default=str),
+        } for r in records]
+        conn.execute(self._insert(s.spans).on_conflict_do_nothing(), span_rows)
+
+        best: dict[str, SpanRecord] = {}
+        for r in records:
+            cur = best.get(r.trace_id)
+            if cur is None or (r.root_rank, -r.start_time_ns) > (cur.root_rank, -cur.start_time_ns):
+                best[r.trace_id] = r
+        trace_rows = [self._trace_row(r) for r in best.values()]
+        ins = self._insert(s.traces)
+        excluded = ins.excluded
+        update = {c: excluded[c] for c in (
+            "experiment", "name", "state", "timestamp_ms", "execution_time_ms",
+            "request_preview", "response_preview", "root_span_id", "root_rank")}
+        conn.execute(ins.on_conflict_do_update(
+            index_elements=["trace_id"], set_=update,
+            where=excluded.root_rank > s.traces.c.root_rank), trace_rows)
+
+        for table, attr in ((s.trace_tags, "trace_tags"), (s.trace_metadata, "trace_metadata")):
+            rows: dict[tuple[str, str], str] = {}
+            for r in sorted(records, key=lambda r: r.end_time_ns):
+                for key, value in getattr(r, attr).items():
+                    rows[(r.trace_id, key)] = value
+            if rows:
+                ins = self._insert(table)
+                conn.execute(ins.on_conflict_do_update(
+                    index_elements=["trace_id", "key"], set_={"value": ins.excluded.value}),
+                    [{"trace_id": t, "key": k, "value": v} for (t, k), v in rows.items()])
+
+    @staticmethod
+    def _trace_row(r: SpanRecord) -> dict[str, Any]:
+        rooted = r.root_rank > 0
+        return {
+            "trace_id": r.trace_id,
+            "experiment": r.experiment,
+            "name": (r.trace_name or r.name),
+            "state": (r.status if rooted else "IN_PROGRESS"),
+            "timestamp_ms": r.start_time_ns // 1_000_000,
+            "execution_time_ms": ((r.end_time_ns - r.start_time_ns) / 1e6) if rooted else None,
+            "request_preview": (r.inputs_json or "")[:PREVIEW_CHARS] if rooted else None,
+            "response_preview": (r.outputs_json or "")[:PREVIEW_CHARS] if rooted else None,
+            "root_span_id": r.span_id if rooted else None,
+            "root_rank": r.root_rank,
+        }
+
+    # -- reading --------------------------------------------------------------
+    def get_trace(self, trace_id: str) -> Trace | None:
+        """The trace with this id (32 hex characters), or ``None``."""
+        tid = str(trace_id).lower()
+        with self._read() as conn:
+            row = conn.execute(select(s.traces).where(s.traces.c.trace_id == tid)).first()
+            if row is None:
+                return None
+            traces = self._assemble(conn, [row._mapping], include_spans=True)
+        return traces[0]
+
+    def search(self, *, experiment: str | None, max_results: int = 100,
+               page_token: str | None = None, order: Literal["newest", "oldest"] = "newest",
+               include_spans: bool = True) -> TracePage:
+        """One page of traces, newest first, continuing from ``page_token``."""
+        t = s.traces
+        query = select(t)
+        if experiment is not None:
+            query = query.where(t.c.experiment == experiment)
+        key = tuple_(t.c.timestamp_ms, t.c.trace_id)
+        if page_token is not None:
+            ts, tid = _decode_token(page_token)
+            query = query.where(key < tuple_(ts, tid) if order == "newest"
+                                else key > tuple_(ts, tid))
+        if order == "newest":
+            query = query.order_by(t.c.timestamp_ms.desc(), t.c.trace_id.desc())
+        else:
+            query = query.order_by(t.c.timestamp_ms.asc(), t.c.trace_id.asc())
+        query = query.limit(max_results + 1)
+        with self._read() as conn:
+            rows = [r._mapping for r in conn.execute(query)]
+            more = len(rows) > max_results
+            rows = rows[:max_results]
+            traces = self._assemble(conn, rows, include_spans=include_spans)
+        token = _encode_token(rows[-1]["timestamp_ms"], rows[-1]["trace_id"]) if more else None
+        return TracePage(traces, token)
+
+    def count(self, *, experiment: str | None) -> int:
+        query = select(func.count()).select_from(s.traces)
+        if experiment is not None:
+            query = query.where(s.traces.c.experiment == experiment)
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def count_spans(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(s.spans)).scalar() or 0)
+
+    def _assemble(self, conn: Connection, rows: Sequence[Any],
+                  include_spans: bool) -> list[Trace]:
+        ids = [r["trace_id"] for r in rows]
+        if not ids:
+            return []
+        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+        meta: dict[str, dict[str, str]] = {i: {} for i in ids}
+        spans: dict[str, list[Span]] = {i: [] for i in ids}
+        for chunk in _chunks(ids, 500):
+            for table, target in ((s.trace_tags, tags), (s.trace_metadata, meta)):
+                for tid, key, value in conn.execute(
+                        select(table.c.trace_id, table.c.key, table.c.value)
+                        .where(table.c.trace_id.in_(chunk))):
+                    target[tid][key] = value
+            if include_spans:
+                for sp in conn.execute(select(s.spans).where(s.spans.c.trace_id.in_(chunk))):
+                    spans[sp.trace_id].append(_span_model(sp._mapping))
+        out = []
+        for r in rows:
+            tid = r["trace_id"]
+            info = TraceInfo(
+                trace_id=tid, experiment=r["experiment"], name=r["name"], state=r["state"],
+                timestamp_ms=r["timestamp_ms"], execution_time_ms=r["execution_time_ms"],
+                request_preview=r["request_preview"], response_preview=r["response_preview"],
+                tags=tags[tid], metadata=meta[tid])
+            span_list = sorted(spans[tid], key=lambda x: (x.start_time_ns, x.span_id))
+            out.append(Trace(info=info, spans=span_list))
+        return out
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _span_model(m: Any) -> Span:
+    return Span(
+        trace_id=m["trace_id"], span_id=m["span_id"], parent_id=m["parent_id"],
+        name=m["name"], span_type=m["span_type"], start_time_ns=m["start_time_ns"],
+        end_time_ns=m["end_time_ns"], status=m["status"], status_message=m["status_message"],
+        inputs=_loads(m["inputs"]), outputs=_loads(m["outputs"]),
+        attributes=_loads(m["attributes"]) or {},
+        events=[SpanEvent(**e) for e in (_loads(m["events"]) or [])],
+    )
+
+
+def _encode_token(ts: int, trace_id: str) -> str:
+    raw = json.dumps([ts, trace_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[int, str]:
+    try:
+        pad = "=" * (-len(token) % 4)
+        ts, tid = json.loads(base64.urlsafe_b64decode(token + pad))
+        if not isinstance(ts, int) or not isinstance(tid, str):
+            raise ValueError
+        return ts, tid
+    except Exception:
+        raise ValueError(f"page_token {token!r} is not a token returned by search_traces") from None

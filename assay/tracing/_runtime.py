@@ -1,0 +1,273 @@
+"""The one live configuration: provider, tracer, processor and store.
+
+``_STATE.rt`` is read on every traced call, so it is a plain attribute. It is
+``None`` until ``configure()`` runs or the first span starts, at which point
+the settings are read from the environment.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+from assay.config import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Tracer
+
+    from assay.exporters.processor import AssayProcessor
+    from assay.store.base import TraceStore
+    from assay.tracing.models import Span
+
+log = logging.getLogger("assay")
+
+__all__ = ["Runtime", "current", "install", "internal_error", "shutdown"]
+
+
+class _Ids(IdGenerator):
+    """Random OpenTelemetry ids from a private generator.
+
+    ``random.seed()`` in application code does not touch it, and a forked
+    child reseeds it, so parent and child never hand out the same ids.
+    """
+
+    def __init__(self) -> None:
+        self._rng = random.Random(os.urandom(32))
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._rng = random.Random(os.urandom(32))
+
+    def generate_span_id(self) -> int:
+        value = self._rng.getrandbits(64)
+        while value == 0:
+            value = self._rng.getrandbits(64)
+        return value
+
+    def generate_trace_id(self) -> int:
+        value = self._rng.getrandbits(128)
+        while value == 0:
+            value = self._rng.getrandbits(128)
+        return value
+
+
+_IDS: _Ids | None = None
+
+
+def _ids() -> _Ids:
+    global _IDS
+    if _IDS is None:
+        _IDS = _Ids()
+    return _IDS
+
+
+class Runtime:
+    """What ``configure()`` built. Immutable once installed, except ``clock``."""
+
+    __slots__ = ("clock", "enabled", "experiment", "max_value_bytes", "owns_provider",
+                 "processor", "provider", "settings", "store", "tracer")
+
+    def __init__(self, settings: Settings, *, store: TraceStore | None,
+                 provider: TracerProvider | None, tracer: Tracer | None,
+                 processor: AssayProcessor | None, owns_provider: bool) -> None:
+        self.settings = settings
+        self.enabled = settings.enabled and tracer is not None
+        self.experiment = settings.experiment
+        self.max_value_bytes = settings.max_value_bytes
+        self.store = store
+        self.provider = provider
+        self.tracer = tracer
+        self.processor = processor
+        self.owns_provider = owns_provider
+        self.clock: Callable[[], int] = time.time_ns
+
+    def flush(self, timeout_s: float) -> bool:
+        if self.processor is None:
+            return True
+        return self.processor.force_flush(int(timeout_s * 1000))
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        if self.processor is None:
+            return
+        self.processor.shutdown(timeout_s)
+        if not self.owns_provider:
+            return
+        # Our own provider holds only our processor; nothing more to do.
+
+
+class _State:
+    __slots__ = ("rt",)
+
+    def __init__(self) -> None:
+        self.rt: Runtime | None = None
+
+
+_STATE = _State()
+_LOCK = threading.RLock()
+_ATEXIT_REGISTERED = False
+_error_counts: dict[str, int] = {}
+
+
+def internal_error(where: str, exc: BaseException) -> None:
+    """Report a failure of assay's own machinery: logged once per place, counted.
+
+    With ``ASSAY_INTERNAL_ERRORS=raise`` (assay's own tests) it re-raises instead.
+    """
+    rt = _STATE.rt
+    if rt is not None and rt.settings.internal_errors == "raise":
+        raise exc
+    count = _error_counts.get(where, 0) + 1
+    _error_counts[where] = count
+    if count == 1:
+        log.error("assay: internal error in %s (tracing goes on): %r", where, exc,
+                  exc_info=exc)
+
+
+def internal_error_counts() -> dict[str, int]:
+    return dict(_error_counts)
+
+
+def current() -> Runtime:
+    """The live runtime, built from the environment on first use."""
+    rt = _STATE.rt
+    if rt is not None:
+        return rt
+    with _LOCK:
+        if _STATE.rt is None:
+            from assay.config import settings_from_env
+            from assay.errors import ConfigurationError
+
+            try:
+                settings = settings_from_env()
+                install(settings)
+            except ConfigurationError as exc:
+                log.error("assay: tracing disabled: %s", exc)
+                install(Settings(enabled=False), open_store=False)
+        rt = _STATE.rt
+        assert rt is not None
+        return rt
+
+
+def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None = None,
+            exporters: list[SpanExporter] | None = None, use_global_provider: bool = False,
+            open_store: bool = True) -> Runtime:
+    """Build a runtime for ``settings`` and make it the live one."""
+    from assay.store import open_store as _open_store
+
+    store = _open_store(settings.store) if open_store else None
+    with _LOCK:
+        old = _STATE.rt
+        _STATE.rt = None
+        if old is not None:
+            old.close()
+        if not settings.enabled:
+            rt = Runtime(settings, store=store, provider=None, tracer=None, processor=None,
+                         owns_provider=True)
+        else:
+            rt = _build(settings, store, redact, exporters or [], use_global_provider)
+        _STATE.rt = rt
+        _register_atexit()
+        return rt
+
+
+def _build(settings: Settings, store: TraceStore | None,
+           redact: Callable[[Span], Span | None] | None,
+           exporters: list[SpanExporter], use_global_provider: bool) -> Runtime:
+    from opentelemetry import trace as trace_api
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    from assay._version import __version__
+    from assay.exporters.processor import AssayProcessor
+    from assay.exporters.store import StoreSpanExporter
+    from assay.tracing.types import RESOURCE_EXPERIMENT
+
+    all_exporters: list[SpanExporter] = []
+    if store is not None:
+        all_exporters.append(StoreSpanExporter(store))
+    all_exporters.extend(exporters)
+    processor = AssayProcessor(
+        all_exporters,
+        redact=redact,
+        max_queue_size=settings.max_queue_size,
+        flush_interval_s=settings.flush_interval_ms / 1000.0,
+        queue_full_policy=settings.queue_full_policy,
+        experiment=settings.experiment,
+    )
+    owns = True
+    provider: Any = None
+    if use_global_provider:
+        existing = trace_api.get_tracer_provider()
+        if isinstance(existing, TracerProvider):
+            provider = existing
+            owns = False
+    if provider is None:
+        ratio = settings.sampling_ratio
+        root = ALWAYS_ON if ratio >= 1.0 else TraceIdRatioBased(ratio)
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "assay"),
+                                    RESOURCE_EXPERIMENT: settings.experiment})
+        provider = TracerProvider(sampler=ParentBased(root), resource=resource,
+                                  id_generator=_ids())
+        if use_global_provider:
+            trace_api.set_tracer_provider(provider)
+            owns = False
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("assay", __version__)
+    return Runtime(settings, store=store, provider=provider, tracer=tracer,
+                   processor=processor, owns_provider=owns)
+
+
+def shutdown(timeout_s: float = 10.0) -> None:
+    """Flush and stop the live runtime (assay starts a fresh one on the next span)."""
+    with _LOCK:
+        rt = _STATE.rt
+        _STATE.rt = None
+    if rt is not None:
+        rt.close(timeout_s)
+
+
+def _at_exit() -> None:
+    rt = _STATE.rt
+    if rt is None:
+        return
+    try:
+        rt.close(timeout_s=10.0)
+    except Exception as exc:  # pragma: no cover - never fail interpreter exit
+        log.error("assay: could not flush at exit: %r", exc)
+
+
+def _register_atexit() -> None:
+    global _ATEXIT_REGISTERED
+    if not _ATEXIT_REGISTERED:
+        atexit.register(_at_exit)
+        _ATEXIT_REGISTERED = True
+
+
+def flush(timeout_s: float = 10.0) -> bool:
+    """Block until every span that has ended is persisted by every exporter.
+
+    Args:
+        timeout_s: give up after this many seconds.
+
+    Returns:
+        ``True`` when everything was exported in time, ``False`` on timeout.
+
+    Example:
+        >>> assay.flush()
+        True
+    """
+    rt = _STATE.rt
+    if rt is None:
+        return True
+    return rt.flush(timeout_s)
