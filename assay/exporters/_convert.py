@@ -44,38 +44,58 @@ def _json_dict(text: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def _raw_attributes(span: ReadableSpan) -> Any:
+    # ReadableSpan.attributes wraps its BoundedAttributes in a MappingProxy; reading
+    # the plain dict underneath is several times faster on the export path.
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    return inner if isinstance(inner, dict) else (span.attributes or {})
+
+
 def _split_attributes(span: ReadableSpan) -> tuple[dict[str, Any], dict[str, Any]]:
     """(assay's own keys, the user's attributes as plain JSON-safe values)."""
-    raw = span.attributes or {}
     own: dict[str, Any] = {}
     user: dict[str, Any] = {}
-    for key, value in raw.items():
+    for key, value in _raw_attributes(span).items():
         if key in RESERVED_KEYS:
             own[key] = value
         else:
-            user[key] = _plain(value)
-    for key in own.get(SPAN_JSON_ATTRIBUTES, ()):
-        if isinstance(user.get(key), str):
-            try:
-                user[key] = json.loads(user[key])
-            except ValueError:
-                pass
+            user[key] = list(value) if isinstance(value, tuple) else value
+    json_keys = own.get(SPAN_JSON_ATTRIBUTES)
+    if json_keys:
+        for key in json_keys:
+            if isinstance(user.get(key), str):
+                try:
+                    user[key] = json.loads(user[key])
+                except ValueError:
+                    pass
     return own, user
 
 
 def _events(span: ReadableSpan) -> list[dict[str, Any]]:
+    events = span._events if hasattr(span, "_events") else span.events
+    if not events:
+        return []
     return [{"name": e.name, "timestamp_ns": e.timestamp,
              "attributes": {k: _plain(v) for k, v in (e.attributes or {}).items()}}
-            for e in span.events]
+            for e in events]
+
+
+_resource_experiments: dict[int, tuple[Any, str | None]] = {}
 
 
 def _experiment(span: ReadableSpan, own: dict[str, Any], default: str) -> str:
     value = own.get(TRACE_EXPERIMENT)
     if isinstance(value, str) and value:
         return value
-    resource = span.resource.attributes if span.resource is not None else {}
-    value = resource.get(RESOURCE_EXPERIMENT)
-    return value if isinstance(value, str) and value else default
+    resource = span.resource
+    cached = _resource_experiments.get(id(resource))
+    if cached is None or cached[0] is not resource:
+        found = resource.attributes.get(RESOURCE_EXPERIMENT) if resource is not None else None
+        cached = (resource, found if isinstance(found, str) and found else None)
+        if len(_resource_experiments) > 64:
+            _resource_experiments.clear()
+        _resource_experiments[id(resource)] = cached
+    return cached[1] or default
 
 
 def to_record(span: ReadableSpan, default_experiment: str = "default") -> SpanRecord:
@@ -91,25 +111,28 @@ def to_record(span: ReadableSpan, default_experiment: str = "default") -> SpanRe
         rank = 0
     status = span.status
     name = own.get(TRACE_NAME)
+    tags = own.get(TRACE_TAGS)
+    meta = own.get(TRACE_METADATA)
+    start = span.start_time or 0
     return SpanRecord(
-        trace_id=format(ctx.trace_id, "032x"),
-        span_id=format(ctx.span_id, "016x"),
-        parent_id=None if parent is None else format(parent.span_id, "016x"),
-        name=span.name,
-        span_type=str(own.get(SPAN_TYPE) or "UNKNOWN"),
-        start_time_ns=span.start_time or 0,
-        end_time_ns=span.end_time or span.start_time or 0,
-        status=_STATUS[status.status_code],
-        status_message=status.description or None,
-        inputs_json=own.get(SPAN_INPUTS),
-        outputs_json=own.get(SPAN_OUTPUTS),
-        attributes=user,
-        events=_events(span),
-        experiment=_experiment(span, own, default_experiment),
-        root_rank=rank,
-        trace_name=name if isinstance(name, str) else None,
-        trace_tags=_json_dict(own.get(TRACE_TAGS)),
-        trace_metadata=_json_dict(own.get(TRACE_METADATA)),
+        format(ctx.trace_id, "032x"),
+        format(ctx.span_id, "016x"),
+        None if parent is None else format(parent.span_id, "016x"),
+        span.name,
+        str(own.get(SPAN_TYPE) or "UNKNOWN"),
+        start,
+        span.end_time or start,
+        _STATUS[status.status_code],
+        status.description or None,
+        own.get(SPAN_INPUTS),
+        own.get(SPAN_OUTPUTS),
+        user,
+        _events(span),
+        _experiment(span, own, default_experiment),
+        rank,
+        name if isinstance(name, str) else None,
+        _json_dict(tags) if tags else {},
+        _json_dict(meta) if meta else {},
     )
 
 

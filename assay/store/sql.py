@@ -33,6 +33,11 @@ __all__ = ["SqlTraceStore"]
 log = logging.getLogger("assay")
 
 PREVIEW_CHARS = 1_000
+_SPAN_COLUMNS = ["trace_id", "span_id", "parent_id", "name", "span_type", "status",
+                 "status_message", "start_time_ns", "end_time_ns", "inputs", "outputs",
+                 "attributes", "events"]
+_TRACE_COLUMNS = ["trace_id", "experiment", "name", "state", "timestamp_ms", "execution_time_ms",
+                  "request_preview", "response_preview", "root_span_id", "root_rank"]
 _WRITE_RETRY_S = 60.0
 _BUSY_TIMEOUT_MS = 30_000
 
@@ -80,6 +85,7 @@ class SqlTraceStore:
         self._lock = threading.RLock()
         self._engines: tuple[Engine, Engine] | None = None
         self._ready = False
+        self._sql_cache: dict[str, tuple[str, bool]] = {}
 
     def __repr__(self) -> str:
         return f"SqlTraceStore({self.uri!r})"
@@ -141,6 +147,7 @@ class SqlTraceStore:
                     engine.dispose()
             self._engines = None
             self._ready = False
+            self._sql_cache.clear()
 
     # -- writing --------------------------------------------------------------
     def write_spans(self, records: Sequence[SpanRecord]) -> None:
@@ -171,59 +178,82 @@ class SqlTraceStore:
         dialect = self._get_engines()[0].dialect.name
         return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
+    def _compiled(self, conn: Connection, key: str, stmt: Any,
+                  columns: list[str]) -> tuple[str, bool]:
+        """A statement compiled once per store, to run with raw rows: SQLAlchemy's
+        per-row parameter processing would cost more than the insert itself."""
+        cached = self._sql_cache.get(key)
+        if cached is None:
+            compiled = stmt.compile(dialect=conn.dialect, column_keys=columns)
+            if compiled.positional and list(compiled.positiontup or []) != columns:
+                raise StoreError(f"unexpected parameter order {compiled.positiontup} in {key}")
+            cached = self._sql_cache[key] = (str(compiled), bool(compiled.positional))
+        return cached
+
+    def _run_many(self, conn: Connection, key: str, stmt_factory: Any, columns: list[str],
+                  rows: list[tuple[Any, ...]]) -> None:
+        sql, positional = self._compiled(conn, key, stmt_factory(), columns) \
+            if key not in self._sql_cache else self._sql_cache[key]
+        if positional:
+            conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
+        else:
+            conn.exec_driver_sql(sql, [dict(zip(columns, row)) for row in rows])
+
     def _write_batch(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
         dumps = json.dumps
-        span_rows = [{
-            "trace_id": r.trace_id, "span_id": r.span_id, "parent_id": r.parent_id,
-            "name": r.name, "span_type": r.span_type, "status": r.status,
-            "status_message": r.status_message, "start_time_ns": r.start_time_ns,
-            "end_time_ns": r.end_time_ns, "inputs": r.inputs_json, "outputs": r.outputs_json,
-            "attributes": dumps(r.attributes, ensure_ascii=False, default=str),
-            "events": dumps(r.events, ensure_ascii=False, default=str),
-        } for r in records]
-        conn.execute(self._insert(s.spans).on_conflict_do_nothing(), span_rows)
+        self._run_many(conn, "spans", lambda: self._insert(s.spans).on_conflict_do_nothing(),
+                       _SPAN_COLUMNS, [(
+            r.trace_id, r.span_id, r.parent_id, r.name, r.span_type, r.status,
+            r.status_message, r.start_time_ns, r.end_time_ns, r.inputs_json, r.outputs_json,
+            dumps(r.attributes, ensure_ascii=False, default=str) if r.attributes else "{}",
+            dumps(r.events, ensure_ascii=False, default=str) if r.events else "[]",
+        ) for r in records])
 
         best: dict[str, SpanRecord] = {}
         for r in records:
             cur = best.get(r.trace_id)
             if cur is None or (r.root_rank, -r.start_time_ns) > (cur.root_rank, -cur.start_time_ns):
                 best[r.trace_id] = r
-        trace_rows = [self._trace_row(r) for r in best.values()]
-        ins = self._insert(s.traces)
-        excluded = ins.excluded
-        update = {c: excluded[c] for c in (
-            "experiment", "name", "state", "timestamp_ms", "execution_time_ms",
-            "request_preview", "response_preview", "root_span_id", "root_rank")}
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=["trace_id"], set_=update,
-            where=excluded.root_rank > s.traces.c.root_rank), trace_rows)
+        self._run_many(conn, "traces", self._trace_upsert, _TRACE_COLUMNS,
+                       [self._trace_row(r) for r in best.values()])
 
         for table, attr in ((s.trace_tags, "trace_tags"), (s.trace_metadata, "trace_metadata")):
-            rows: dict[tuple[str, str], str] = {}
+            pairs: dict[tuple[str, str], str] = {}
             for r in sorted(records, key=lambda r: r.end_time_ns):
-                for key, value in getattr(r, attr).items():
-                    rows[(r.trace_id, key)] = value
-            if rows:
-                ins = self._insert(table)
-                conn.execute(ins.on_conflict_do_update(
-                    index_elements=["trace_id", "key"], set_={"value": ins.excluded.value}),
-                    [{"trace_id": t, "key": k, "value": v} for (t, k), v in rows.items()])
+                for k, v in getattr(r, attr).items():
+                    pairs[(r.trace_id, k)] = v
+            if pairs:
+                self._run_many(conn, table.name, lambda t=table: self._kv_upsert(t),
+                               ["trace_id", "key", "value"],
+                               [(t, k, v) for (t, k), v in pairs.items()])
+
+    def _trace_upsert(self) -> Any:
+        ins = self._insert(s.traces)
+        excluded = ins.excluded
+        return ins.on_conflict_do_update(
+            index_elements=["trace_id"], set_={c: excluded[c] for c in _TRACE_COLUMNS[1:]},
+            where=excluded.root_rank > s.traces.c.root_rank)
+
+    def _kv_upsert(self, table: Any) -> Any:
+        ins = self._insert(table)
+        return ins.on_conflict_do_update(index_elements=["trace_id", "key"],
+                                         set_={"value": ins.excluded.value})
 
     @staticmethod
-    def _trace_row(r: SpanRecord) -> dict[str, Any]:
+    def _trace_row(r: SpanRecord) -> tuple[Any, ...]:
         rooted = r.root_rank > 0
-        return {
-            "trace_id": r.trace_id,
-            "experiment": r.experiment,
-            "name": (r.trace_name or r.name),
-            "state": (r.status if rooted else "IN_PROGRESS"),
-            "timestamp_ms": r.start_time_ns // 1_000_000,
-            "execution_time_ms": ((r.end_time_ns - r.start_time_ns) / 1e6) if rooted else None,
-            "request_preview": (r.inputs_json or "")[:PREVIEW_CHARS] if rooted else None,
-            "response_preview": (r.outputs_json or "")[:PREVIEW_CHARS] if rooted else None,
-            "root_span_id": r.span_id if rooted else None,
-            "root_rank": r.root_rank,
-        }
+        return (
+            r.trace_id,
+            r.experiment,
+            r.trace_name or r.name,
+            r.status if rooted else "IN_PROGRESS",
+            r.start_time_ns // 1_000_000,
+            (r.end_time_ns - r.start_time_ns) / 1e6 if rooted else None,
+            (r.inputs_json or "")[:PREVIEW_CHARS] if rooted else None,
+            (r.outputs_json or "")[:PREVIEW_CHARS] if rooted else None,
+            r.span_id if rooted else None,
+            r.root_rank,
+        )
 
     # -- reading --------------------------------------------------------------
     def get_trace(self, trace_id: str) -> Trace | None:
