@@ -64,8 +64,12 @@ class TraceStore(Protocol):
         """The trace with its spans, or ``None``."""
 
     def search(self, *, experiment: str | None, max_results: int, page_token: str | None,
-               order: Literal["newest", "oldest"] = "newest") -> TracePage:
+               order: Literal["newest", "oldest"] = "newest",
+               include_spans: bool = True) -> TracePage:
         """Traces of an experiment (all when ``None``), newest first, one page."""
+
+    def count(self, *, experiment: str | None) -> int:
+        """How many traces the experiment (all when ``None``) holds."""
 
     def close(self) -> None:
         """Release connections."""

@@ -160,7 +160,8 @@ def current() -> Runtime:
 
 def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None = None,
             exporters: list[SpanExporter] | None = None, use_global_provider: bool = False,
-            open_store: bool = True) -> Runtime:
+            open_store: bool = True, id_generator: IdGenerator | None = None,
+            clock: Callable[[], int] | None = None) -> Runtime:
     """Build a runtime for ``settings`` and make it the live one."""
     from assay.store import open_store as _open_store
 
@@ -174,7 +175,10 @@ def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None 
             rt = Runtime(settings, store=store, provider=None, tracer=None, processor=None,
                          owns_provider=True)
         else:
-            rt = _build(settings, store, redact, exporters or [], use_global_provider)
+            rt = _build(settings, store, redact, exporters or [], use_global_provider,
+                        id_generator or _ids())
+        if clock is not None:
+            rt.clock = clock
         _STATE.rt = rt
         _register_atexit()
         return rt
@@ -182,7 +186,8 @@ def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None 
 
 def _build(settings: Settings, store: TraceStore | None,
            redact: Callable[[Span], Span | None] | None,
-           exporters: list[SpanExporter], use_global_provider: bool) -> Runtime:
+           exporters: list[SpanExporter], use_global_provider: bool,
+           id_generator: IdGenerator) -> Runtime:
     from opentelemetry import trace as trace_api
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -218,7 +223,7 @@ def _build(settings: Settings, store: TraceStore | None,
         resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "assay"),
                                     RESOURCE_EXPERIMENT: settings.experiment})
         provider = TracerProvider(sampler=ParentBased(root), resource=resource,
-                                  id_generator=_ids())
+                                  id_generator=id_generator)
         if use_global_provider:
             trace_api.set_tracer_provider(provider)
             owns = False
