@@ -6,6 +6,7 @@ import contextvars
 import json
 import sys
 import threading
+import traceback
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -177,7 +178,10 @@ class LiveSpan(trace_api.Span):
                          timestamp: int | None = None, escaped: bool = False) -> None:
         """Add an ``exception`` event (type, message, stack trace) per OpenTelemetry."""
         if self._span.is_recording():
-            self._span.record_exception(exception, attributes, timestamp, escaped)
+            attrs = _exception_attributes(exception, escaped)
+            if attributes:
+                attrs.update(attributes)
+            self.add_event("exception", attrs, timestamp)
 
     def update_name(self, name: str) -> None:
         self._span.update_name(name)
@@ -245,17 +249,34 @@ def set_outputs_json(live: LiveSpan, outputs: Any) -> None:
         span.set_attribute(SPAN_OUTPUTS, dumps(outputs, live._max_bytes))
 
 
+def _exception_attributes(exc: BaseException, escaped: bool) -> dict[str, Any]:
+    """OpenTelemetry's ``exception`` event attributes, computed without trusting ``str(exc)``."""
+    cls = type(exc)
+    module = cls.__module__
+    qualname = cls.__qualname__
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<{qualname}: str() failed>"
+    stack = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+    return {
+        "exception.type": qualname if module in ("builtins", "__main__") else f"{module}.{qualname}",
+        "exception.message": message,
+        "exception.stacktrace": stack,
+        "exception.escaped": escaped,
+    }
+
+
 def record_error(live: LiveSpan, exc: BaseException) -> None:
     """Mark the span ERROR with an ``exception`` event; never raises."""
     span = live._span
     if not span.is_recording():
         return
     try:
-        try:
-            message = f"{type(exc).__name__}: {exc}"
-        except Exception:
-            message = type(exc).__name__
-        span.record_exception(exc, escaped=True)
+        attrs = _exception_attributes(exc, True)
+        rt = _runtime._STATE.rt
+        span.add_event("exception", attrs, rt.clock() if rt is not None else None)
+        message = f"{type(exc).__name__}: {attrs['exception.message']}"
         span.set_status(Status(StatusCode.ERROR, message))
     except Exception as err:
         internal_error("record_error", err)
