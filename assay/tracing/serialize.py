@@ -47,7 +47,7 @@ def _fallback(obj: Any) -> Any:
                 return None
         text = repr(obj)
     except Exception:
-        return f"<unrepresentable {type(obj).__qualname__}>"
+        return f"<unrepresentable {type(obj).__name__}>"
     if len(text) > _MAX_REPR:
         text = text[:_MAX_REPR] + truncation_marker(len(text))
     return text
@@ -107,7 +107,7 @@ def to_jsonable(value: Any) -> Any:
         try:
             return _walk(value, set(), 0)
         except Exception:  # pragma: no cover - last resort
-            return f"<unrepresentable {type(value).__qualname__}>"
+            return f"<unrepresentable {type(value).__name__}>"
 
 
 def _shrink(value: Any, max_str: int, max_items: int) -> Any:
@@ -159,7 +159,7 @@ def dumps(value: Any, max_bytes: int) -> str:
             text = json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
         except Exception as exc:  # pragma: no cover - last resort
             log.debug("assay could not serialise a %s: %r", type(value).__name__, exc)
-            return json.dumps(f"<unrepresentable {type(value).__qualname__}>")
+            return json.dumps(f"<unrepresentable {type(value).__name__}>")
     if len(text) > max_bytes:
         return _fit(text, value, max_bytes)
     return text.decode("utf-8")
