@@ -144,8 +144,12 @@ def _fit(text: bytes, value: Any, max_bytes: int) -> str:
         pass
     marker = truncation_marker(total)
     keep = max(max_bytes - len(marker) - 2, 0)
-    prefix = text[:keep].decode("utf-8", "ignore")
-    return json.dumps(prefix + marker, ensure_ascii=False)
+    while True:
+        out = json.dumps(text[:keep].decode("utf-8", "ignore") + marker, ensure_ascii=False)
+        overflow = len(out.encode("utf-8")) - max_bytes
+        if overflow <= 0 or keep == 0:
+            return out
+        keep = max(keep - overflow, 0)
 
 
 def dumps(value: Any, max_bytes: int) -> str:
