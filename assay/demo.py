@@ -6,21 +6,31 @@ deterministic: the "model" is a template, the "embeddings" are word hashes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import assay
 
 DOCS = [
-    {"id": "returns", "text": "Items can be returned within 30 days of delivery for a full refund."},
-    {"id": "shipping", "text": "Standard shipping takes 3 to 5 business days; express takes 1 day."},
-    {"id": "warranty", "text": "Every kettle carries a two year warranty against manufacturing faults."},
-    {"id": "descaling", "text": "Descale the kettle monthly with a mix of water and white vinegar."},
-    {"id": "support", "text": "Support is open 9:00 to 17:00 on weekdays at help@example.com."},
+    {"id": "returns",
+     "text": "Items can be returned within 30 days of delivery for a full refund."},
+    {"id": "shipping",
+     "text": "Standard shipping takes 3 to 5 business days; express takes 1 day."},
+    {"id": "warranty",
+     "text": "Every kettle carries a two year warranty against manufacturing faults."},
+    {"id": "descaling",
+     "text": "Descale the kettle monthly with a mix of water and white vinegar."},
+    {"id": "support",
+     "text": "Support is open 9:00 to 17:00 on weekdays at help@example.com."},
 ]
-ORDERS = {"A-100": {"status": "shipped", "eta_days": 2}, "A-101": {"status": "delivered"}}
+ORDERS: dict[str, dict[str, Any]] = {
+    "A-100": {"status": "shipped", "eta_days": 2},
+    "A-101": {"status": "delivered"},
+}
 QUESTIONS = [
     ("How long does shipping take?", "ana"),
     ("Can I return my kettle?", "ben"),
@@ -49,18 +59,18 @@ def embed(text: str, dims: int = 256) -> list[float]:
 
 
 @assay.trace(span_type="RETRIEVER")
-def retrieve(query: str, k: int = 2) -> list[dict[str, object]]:
+def retrieve(query: str, k: int = 2) -> list[dict[str, Any]]:
     q = embed(query)
-    scored = []
+    scored: list[dict[str, Any]] = []
     for doc in DOCS:
         d = embed(doc["text"])
         scored.append({"id": doc["id"], "text": doc["text"],
-                       "score": round(sum(a * b for a, b in zip(q, d)), 4)})
-    return sorted(scored, key=lambda x: -float(x["score"]))[:k]  # type: ignore[arg-type]
+                       "score": round(sum(a * b for a, b in zip(q, d, strict=True)), 4)})
+    return sorted(scored, key=lambda x: -x["score"])[:k]
 
 
 @assay.trace(span_type="TOOL")
-def lookup_order(order_id: str) -> dict[str, object]:
+def lookup_order(order_id: str) -> dict[str, Any]:
     if order_id not in ORDERS:
         raise KeyError(f"no order {order_id}")
     return ORDERS[order_id]
@@ -98,10 +108,8 @@ def run() -> list[str]:
     """Answer every demo question; returns their trace ids (a failed one included)."""
     ids = []
     for question, user in QUESTIONS:
-        try:
+        with contextlib.suppress(KeyError):  # recorded on the trace as an ERROR
             answer(question, user)
-        except KeyError:
-            pass  # recorded on the trace as an ERROR
         trace_id = assay.get_last_trace_id()
         if trace_id is not None:
             ids.append(trace_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -64,10 +65,8 @@ def _split_attributes(span: ReadableSpan) -> tuple[dict[str, Any], dict[str, Any
     if json_keys:
         for key in json_keys:
             if isinstance(user.get(key), str):
-                try:
+                with contextlib.suppress(ValueError):
                     user[key] = json.loads(user[key])
-                except ValueError:
-                    pass
     return own, user
 
 

@@ -297,7 +297,7 @@ class AssayProcessor(SpanProcessor):
             ok = queue.force_flush(max(deadline - time.monotonic(), 0.0)) and ok
         return ok
 
-    def shutdown(self, timeout_s: float = 10.0) -> None:  # type: ignore[override]
+    def shutdown(self, timeout_s: float = 10.0) -> None:
         if self._closed:
             return
         self._closed = True

@@ -124,7 +124,7 @@ def search_traces(filter_string: str | None = None, *, experiment: str | None = 
     return frame
 
 
-class TraceList(list):  # type: ignore[type-arg]
+class TraceList(list):
     """A list of :class:`~assay.Trace` with the cursor of the next page."""
 
     def __init__(self, traces: list[Trace], next_page_token: str | None) -> None:

@@ -195,9 +195,9 @@ class SqlTraceStore:
         sql, positional = self._compiled(conn, key, stmt_factory(), columns) \
             if key not in self._sql_cache else self._sql_cache[key]
         if positional:
-            conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
+            conn.exec_driver_sql(sql, rows)
         else:
-            conn.exec_driver_sql(sql, [dict(zip(columns, row)) for row in rows])
+            conn.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
 
     def _write_batch(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
         dumps = json.dumps

@@ -45,7 +45,7 @@ def wrap(fn: Callable[..., T]) -> Callable[..., T]:
 class TracedThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
     """A ``ThreadPoolExecutor`` whose tasks run under the span current at ``submit``."""
 
-    def submit(self, fn: Callable[..., T], /, *args: Any,  # type: ignore[override]
+    def submit(self, fn: Callable[..., T], /, *args: Any,
                **kwargs: Any) -> concurrent.futures.Future[T]:
         return super().submit(wrap(fn), *args, **kwargs)
 

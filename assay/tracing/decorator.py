@@ -39,7 +39,7 @@ class _Binder:
     ``{"args": [...], "kwargs": {...}}``; the call itself then raises as usual.
     """
 
-    __slots__ = ("_simple", "_sig", "_spec")
+    __slots__ = ("_sig", "_simple", "_spec")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         try:
@@ -121,7 +121,7 @@ def _wrap(fn: Callable[..., Any], name: str | None, span_type: str,
     current = _runtime.current
 
     def start(rt: _runtime.Runtime, args: tuple[Any, ...],
-              kwargs: dict[str, Any]) -> tuple[LiveSpan, object] | None:
+              kwargs: dict[str, Any]) -> tuple[LiveSpan, Any] | None:
         try:
             return begin(rt, span_name, span_type, attrs,
                          dumps(bind(args, kwargs), rt.max_value_bytes))
@@ -129,7 +129,7 @@ def _wrap(fn: Callable[..., Any], name: str | None, span_type: str,
             internal_error(f"@trace {span_name} (start)", exc)
             return None
 
-    def end_error(rt: _runtime.Runtime, live: LiveSpan, token: object,
+    def end_error(rt: _runtime.Runtime, live: LiveSpan, token: Any,
                   exc: BaseException) -> None:
         try:
             if isinstance(exc, Exception):
@@ -140,7 +140,7 @@ def _wrap(fn: Callable[..., Any], name: str | None, span_type: str,
         except Exception as err:
             internal_error(f"@trace {span_name} (error)", err)
 
-    def end_ok(rt: _runtime.Runtime, live: LiveSpan, token: object, result: Any) -> None:
+    def end_ok(rt: _runtime.Runtime, live: LiveSpan, token: Any, result: Any) -> None:
         try:
             set_outputs_json(live, result)
             finish(rt, live, token)
@@ -149,11 +149,11 @@ def _wrap(fn: Callable[..., Any], name: str | None, span_type: str,
 
     target = fn
     if not inspect.isfunction(fn) and not inspect.ismethod(fn) and callable(fn):
-        call = getattr(type(fn), "__call__", None)
+        call = type(fn).__dict__.get("__call__") or getattr(type(fn), "__call__", None)  # noqa: B004
         if call is not None and (inspect.iscoroutinefunction(call)
                                  or inspect.isasyncgenfunction(call)
                                  or inspect.isgeneratorfunction(call)):
-            target = fn.__call__  # type: ignore[operator]
+            target = call
 
     if inspect.iscoroutinefunction(target):
 
@@ -182,14 +182,13 @@ def _wrap(fn: Callable[..., Any], name: str | None, span_type: str,
             started = start(rt, args, kwargs) if rt.enabled else None
             if started is None:
                 agen = fn(*args, **kwargs)
-                live = token = ctx = None
+                live = ctx = None
             else:
                 live, token = started
                 ctx = _context()
                 _detach(token)
-                token = None
                 try:
-                    tok = _attach(ctx)
+                    tok: Any = _attach(ctx)
                     try:
                         agen = fn(*args, **kwargs)
                     finally:
@@ -330,7 +329,7 @@ def _wrap(fn: Callable[..., Any], name: str | None, span_type: str,
 
     functools.update_wrapper(wrapper, fn)
     if not hasattr(wrapper, "__name__"):
-        wrapper.__name__ = span_name  # type: ignore[attr-defined]
+        wrapper.__name__ = span_name
     wrapper.__assay_traced__ = True  # type: ignore[attr-defined]
     return wrapper
 
@@ -376,7 +375,8 @@ def trace(func: Any = None, /, *, name: str | None = None,
     """
     kind = str(span_type.value if isinstance(span_type, SpanType) else span_type)
     if output_reducer is not None and not callable(output_reducer):
-        raise TypeError(f"@assay.trace(output_reducer=...) must be callable, got {output_reducer!r}")
+        raise TypeError(
+            f"@assay.trace(output_reducer=...) must be callable, got {output_reducer!r}")
 
     def decorate(fn: Any) -> Any:
         if isinstance(fn, classmethod):

@@ -29,12 +29,12 @@ class _Model(BaseModel):
         return self.model_dump_json(indent=indent)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]):  # type: ignore[no-untyped-def]
+    def from_dict(cls, data: dict[str, Any]):
         """Rebuild an object from :meth:`to_dict` output (validated)."""
         return cls.model_validate(data)
 
     @classmethod
-    def from_json(cls, text: str | bytes):  # type: ignore[no-untyped-def]
+    def from_json(cls, text: str | bytes):
         """Rebuild an object from :meth:`to_json` output (validated)."""
         return cls.model_validate_json(text)
 

@@ -205,7 +205,7 @@ _NOOP = LiveSpan(_INVALID, None, 0)
 
 
 def begin(rt: _runtime.Runtime, name: str, span_type: str, attributes: dict[str, Any],
-          inputs_json: str | None) -> tuple[LiveSpan, object]:
+          inputs_json: str | None) -> tuple[LiveSpan, Any]:
     """Start a span as the current one; returns it and the context token."""
     ctx = otel_context.get_current()
     parent = trace_api.get_current_span(ctx)
@@ -230,7 +230,7 @@ def begin(rt: _runtime.Runtime, name: str, span_type: str, attributes: dict[str,
     return live, token
 
 
-def finish(rt: _runtime.Runtime, live: LiveSpan, token: object | None) -> None:
+def finish(rt: _runtime.Runtime, live: LiveSpan, token: Any) -> None:
     """End ``live`` (if still running) and make its parent current again."""
     try:
         live._span.end(rt.clock())
@@ -240,7 +240,7 @@ def finish(rt: _runtime.Runtime, live: LiveSpan, token: object | None) -> None:
             _LAST_IN_THREAD.value = trace_id
     finally:
         if token is not None:
-            otel_context.detach(token)  # type: ignore[arg-type]
+            otel_context.detach(token)
 
 
 def set_outputs_json(live: LiveSpan, outputs: Any) -> None:
@@ -260,7 +260,8 @@ def _exception_attributes(exc: BaseException, escaped: bool) -> dict[str, Any]:
         message = f"<{qualname}: str() failed>"
     stack = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
     return {
-        "exception.type": qualname if module in ("builtins", "__main__") else f"{module}.{qualname}",
+        "exception.type": (qualname if module in ("builtins", "__main__")
+                           else f"{module}.{qualname}"),
         "exception.message": message,
         "exception.stacktrace": stack,
         "exception.escaped": escaped,

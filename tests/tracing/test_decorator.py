@@ -334,8 +334,7 @@ def test_generator_stopped_early_still_ends_its_span(tracing, fetch, how):
     @assay.trace
     def numbers():
         try:
-            for i in range(100):
-                yield i
+            yield from range(100)
         finally:
             finalised.append(True)
 
