@@ -14,7 +14,7 @@ from assay.tracing import _runtime
 if TYPE_CHECKING:
     import pandas as pd
 
-    from assay.store.sql import SqlTraceStore
+    from assay.store import LazyStore
     from assay.tracing.models import Trace
 
 __all__ = ["FRAME_COLUMNS", "get_trace", "search_traces", "traces_to_frame"]
@@ -25,7 +25,7 @@ FRAME_COLUMNS = ("trace_id", "name", "experiment", "state", "timestamp_ms",
                  "assessments", "trace")
 
 
-def _store() -> SqlTraceStore:
+def _store() -> LazyStore:
     rt = _runtime.current()
     if rt.store is None:
         raise ConfigurationError("no trace store is configured: call assay.configure(store=...)")

@@ -222,8 +222,9 @@ def _build(settings: Settings, store: TraceStore | None,
         root = ALWAYS_ON if ratio >= 1.0 else TraceIdRatioBased(ratio)
         resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "assay"),
                                     RESOURCE_EXPERIMENT: settings.experiment})
+        # assay flushes and shuts its provider down itself (atexit, configure()).
         provider = TracerProvider(sampler=ParentBased(root), resource=resource,
-                                  id_generator=id_generator)
+                                  id_generator=id_generator, shutdown_on_exit=False)
         if use_global_provider:
             trace_api.set_tracer_provider(provider)
             owns = False
