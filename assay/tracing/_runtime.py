@@ -74,12 +74,12 @@ def _ids() -> _Ids:
 class Runtime:
     """What ``configure()`` built. Immutable once installed, except ``clock``."""
 
-    __slots__ = ("clock", "enabled", "experiment", "max_value_bytes", "owns_provider",
-                 "processor", "provider", "settings", "store", "tracer")
+    __slots__ = ("clock", "enabled", "experiment", "max_value_bytes", "processor", "provider",
+                 "settings", "store", "tracer")
 
     def __init__(self, settings: Settings, *, store: TraceStore | None,
                  provider: TracerProvider | None, tracer: Tracer | None,
-                 processor: AssayProcessor | None, owns_provider: bool) -> None:
+                 processor: AssayProcessor | None) -> None:
         self.settings = settings
         self.enabled = settings.enabled and tracer is not None
         self.experiment = settings.experiment
@@ -88,7 +88,6 @@ class Runtime:
         self.provider = provider
         self.tracer = tracer
         self.processor = processor
-        self.owns_provider = owns_provider
         self.clock: Callable[[], int] = time.time_ns
 
     def flush(self, timeout_s: float) -> bool:
@@ -97,12 +96,13 @@ class Runtime:
         return self.processor.force_flush(int(timeout_s * 1000))
 
     def close(self, timeout_s: float = 10.0) -> None:
-        if self.processor is None:
-            return
-        self.processor.shutdown(timeout_s)
-        if not self.owns_provider:
-            return
-        # Our own provider holds only our processor; nothing more to do.
+        """Flush and stop the export threads, then release the store's connections."""
+        try:
+            if self.processor is not None:
+                self.processor.shutdown(timeout_s)
+        finally:
+            if self.store is not None:
+                self.store.close()
 
 
 class _State:
@@ -172,8 +172,7 @@ def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None 
         if old is not None:
             old.close()
         if not settings.enabled:
-            rt = Runtime(settings, store=store, provider=None, tracer=None, processor=None,
-                         owns_provider=True)
+            rt = Runtime(settings, store=store, provider=None, tracer=None, processor=None)
         else:
             rt = _build(settings, store, redact, exporters or [], use_global_provider,
                         id_generator or _ids())
@@ -210,13 +209,11 @@ def _build(settings: Settings, store: TraceStore | None,
         queue_full_policy=settings.queue_full_policy,
         experiment=settings.experiment,
     )
-    owns = True
     provider: Any = None
     if use_global_provider:
         existing = trace_api.get_tracer_provider()
         if isinstance(existing, TracerProvider):
             provider = existing
-            owns = False
     if provider is None:
         ratio = settings.sampling_ratio
         root = ALWAYS_ON if ratio >= 1.0 else TraceIdRatioBased(ratio)
@@ -227,11 +224,9 @@ def _build(settings: Settings, store: TraceStore | None,
                                   id_generator=id_generator, shutdown_on_exit=False)
         if use_global_provider:
             trace_api.set_tracer_provider(provider)
-            owns = False
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("assay", __version__)
-    return Runtime(settings, store=store, provider=provider, tracer=tracer,
-                   processor=processor, owns_provider=owns)
+    return Runtime(settings, store=store, provider=provider, tracer=tracer, processor=processor)
 
 
 def shutdown(timeout_s: float = 10.0) -> None:
