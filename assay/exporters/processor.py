@@ -87,7 +87,6 @@ class ExportQueue:
     def _after_fork(self) -> None:
         # The parent exports what it had queued; the child starts empty.
         self._init_state()
-        _finalize_in_multiprocessing_child(self)
 
     # -- calling thread -------------------------------------------------------
     def put(self, span: ReadableSpan) -> None:
@@ -120,8 +119,14 @@ class ExportQueue:
         with self._lock:
             self.dropped += n
             self._unwarned_drops += n
+        self._warn_drops()
+
+    def _warn_drops(self, force: bool = False) -> None:
+        """One warning per interval for the drops since the last one (at once when forced)."""
+        with self._lock:
             now = time.monotonic()
-            if now - self._last_warning < _WARN_EVERY_S:
+            if not self._unwarned_drops or (
+                    not force and now - self._last_warning < _WARN_EVERY_S):
                 return
             count, self._unwarned_drops, self._last_warning = self._unwarned_drops, 0, now
         log.warning("assay: %d span(s) dropped by the %s queue (queue full or closed); "
@@ -136,6 +141,7 @@ class ExportQueue:
                                       daemon=True)
             self._thread = thread
             thread.start()
+        _finalize_in_multiprocessing_child(self)
 
     # -- background thread ----------------------------------------------------
     def _run(self) -> None:
@@ -145,6 +151,8 @@ class ExportQueue:
                 self._wake.wait(self._interval)
                 self._wake.clear()
                 self._drain()
+                if self._unwarned_drops:
+                    self._warn_drops()
                 if self._stopping and not self._queue:
                     return
         finally:
@@ -207,6 +215,7 @@ class ExportQueue:
             if left:
                 self._count_drop(left)
             self._queue.clear()
+        self._warn_drops(force=True)
         try:
             self.exporter.shutdown()
         except Exception as exc:
@@ -226,18 +235,17 @@ class ExportQueue:
 
 
 def _finalize_in_multiprocessing_child(queue: ExportQueue) -> None:
-    """A ``multiprocessing`` child leaves through ``os._exit``, skipping ``atexit``:
-    register a finalizer there so that its spans are still exported."""
+    """A ``multiprocessing`` child (fork or forkserver) leaves through ``os._exit``,
+    skipping ``atexit``: register a multiprocessing finalizer so that the spans it
+    queued are still exported."""
     import sys
 
-    util = sys.modules.get("multiprocessing.util")
-    if util is None:
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
         return
+    from multiprocessing import util
 
-    def register(obj: ExportQueue) -> None:
-        util.Finalize(obj, obj.shutdown, args=(10.0,), exitpriority=100)
-
-    util.register_after_fork(queue, register)
+    util.Finalize(queue, queue.shutdown, args=(10.0,), exitpriority=100)
 
 
 class AssayProcessor(SpanProcessor):

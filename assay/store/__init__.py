@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,6 +40,11 @@ class LazyStore:
         self._memory = memory
         self._store: SqlTraceStore | None = None
         self._lock = threading.Lock()
+        self._held_for_fork = False
+        ref = weakref.ref(self)
+        os.register_at_fork(before=lambda: _fork_hook(ref, "before"),
+                            after_in_parent=lambda: _fork_hook(ref, "parent"),
+                            after_in_child=lambda: _fork_hook(ref, "child"))
 
     def __repr__(self) -> str:
         return f"LazyStore({self.uri!r})"
@@ -52,7 +58,11 @@ class LazyStore:
                 if self._store is None:
                     from assay.store.sql import SqlTraceStore
 
-                    self._store = SqlTraceStore(self.uri, self._url, memory=self._memory)
+                    # Open it fully here, under the lock that fork() waits for, so
+                    # that every lazy import of the database layer is done.
+                    opened = SqlTraceStore(self.uri, self._url, memory=self._memory)
+                    opened.open()
+                    self._store = opened
                 store = self._store
         return store
 
@@ -82,6 +92,23 @@ class LazyStore:
         return getattr(self.sql, name)
 
 _SCHEMES = "sqlite:///path.db, memory://"
+
+
+def _fork_hook(ref: weakref.ref[LazyStore], when: str) -> None:
+    """fork() waits (up to 5 s) for a store being opened in another thread: a child
+    must not inherit a half-imported database module or a lock nobody releases."""
+    store = ref()
+    if store is None:
+        return
+    if when == "before":
+        store._held_for_fork = store._lock.acquire(timeout=5.0)
+    elif when == "parent":
+        if store._held_for_fork:
+            store._held_for_fork = False
+            store._lock.release()
+    else:
+        store._lock = threading.Lock()
+        store._held_for_fork = False
 
 
 def open_store(uri: str) -> LazyStore:

@@ -17,11 +17,13 @@ import random
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
@@ -57,6 +59,7 @@ _TRACE_COLUMNS = ["trace_id", "experiment", "name", "state", "timestamp_ms", "ex
                   "request_preview", "response_preview", "root_span_id", "root_rank"]
 _WRITE_RETRY_S = 60.0
 _BUSY_TIMEOUT_MS = 30_000
+_FORK_WAIT_S = 5.0
 
 
 def _sqlite_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
@@ -89,8 +92,13 @@ def _sqlite_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql(begin)
 
-    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
     return engine
+
+
+def _call(ref: weakref.ref[Any], method: str) -> None:
+    obj = ref()
+    if obj is not None:
+        getattr(obj, method)()
 
 
 def _is_locked(exc: OperationalError) -> bool:
@@ -106,14 +114,54 @@ class SqlTraceStore:
         self._url = url
         self._memory = memory
         self._lock = threading.RLock()
+        # Held for every write transaction and by os.fork(): a child must not
+        # inherit SQLite's lock bookkeeping from the middle of a transaction.
+        self._fork_guard = threading.Lock()
+        self._guard_held = False
         self._engines: tuple[Engine, Engine] | None = None
         self._ready = False
         self._sql_cache: dict[str, tuple[str, bool]] = {}
+        ref = weakref.ref(self)
+        os.register_at_fork(before=lambda: _call(ref, "_before_fork"),
+                            after_in_parent=lambda: _call(ref, "_after_fork_in_parent"),
+                            after_in_child=lambda: _call(ref, "_after_fork_in_child"))
+
+    def _before_fork(self) -> None:
+        # Wait for a write in progress (bounded: a write stuck behind another
+        # process's lock must not hang fork() for long).
+        self._guard_held = self._fork_guard.acquire(timeout=_FORK_WAIT_S)
+
+    def _after_fork_in_parent(self) -> None:
+        if self._guard_held:
+            self._guard_held = False
+            self._fork_guard.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.RLock()
+        self._fork_guard = threading.Lock()
+        self._guard_held = False
+        if self._engines is not None:
+            for engine in set(self._engines):
+                engine.dispose(close=False)  # the parent's connections stay the parent's
 
     def __repr__(self) -> str:
         return f"SqlTraceStore({self.uri!r})"
 
     # -- connections and schema -----------------------------------------------
+    def open(self) -> None:
+        """Connect and create or check the schema now rather than on first use.
+
+        Raises:
+            StoreError: the database cannot be opened, or its schema is newer.
+        """
+        self._get_engines()
+        self._span_insert_ready()
+
+    def _span_insert_ready(self) -> None:
+        with self._read() as conn:
+            self._compiled(conn, "spans", self._insert(s.spans).on_conflict_do_nothing(),
+                           _SPAN_COLUMNS)
+
     def _get_engines(self) -> tuple[Engine, Engine]:
         engines = self._engines
         if engines is not None and self._ready:
@@ -131,7 +179,7 @@ class SqlTraceStore:
 
     def _create_schema(self, engine: Engine) -> None:
         try:
-            with engine.begin() as conn:
+            with self._fork_guard, engine.begin() as conn:
                 s.metadata.create_all(conn, checkfirst=True)
                 version = conn.execute(select(func.max(s.schema_version.c.version))).scalar()
                 if version is None:
@@ -147,10 +195,10 @@ class SqlTraceStore:
     def _write(self) -> Iterator[Connection]:
         writer, _ = self._get_engines()
         if self._memory:
-            with self._lock, writer.begin() as conn:
+            with self._lock, self._fork_guard, writer.begin() as conn:
                 yield conn
         else:
-            with writer.begin() as conn:
+            with self._fork_guard, writer.begin() as conn:
                 yield conn
 
     @contextmanager
@@ -196,8 +244,6 @@ class SqlTraceStore:
                 delay = min(delay * 2, 1.0)
 
     def _insert(self, table: Any) -> Any:
-        from sqlalchemy.dialects import postgresql, sqlite
-
         dialect = self._get_engines()[0].dialect.name
         return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 

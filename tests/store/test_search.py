@@ -11,15 +11,14 @@ import pandas as pd
 import pytest
 
 import assay
-from assay.store import SpanRecord, open_store
+from assay.store import SpanRecord, TraceStore, open_store
 from assay.store.query import FRAME_COLUMNS
-from assay.store.sql import SqlTraceStore
 
 T0_MS = 1_700_000_000_000
 
 
 @pytest.fixture
-def writer(tracing: str) -> Iterator[SqlTraceStore]:
+def writer(tracing: str) -> Iterator[TraceStore]:
     """A second store object on the file the configured runtime reads."""
     store = open_store(tracing)
     yield store

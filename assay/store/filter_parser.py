@@ -1,0 +1,694 @@
+"""Filter strings to :mod:`~assay.store.filter_ast` trees: tokenizer and recursive descent.
+
+Grammar (keywords are case-insensitive)::
+
+    expr       := term (OR term)*
+    term       := factor (AND factor)*
+    factor     := NOT factor | '(' expr ')' | comparison
+    comparison := field op value | field [NOT] IN '(' value (',' value)* ')'
+                | field IS [NOT] NULL
+    op         := = | != | <> | < | <= | > | >= | LIKE | NOT LIKE | ILIKE | NOT ILIKE | RLIKE
+    value      := 'string' | "string" | number | TRUE | FALSE
+
+Lexical rules:
+
+- Strings are single- or double-quoted; the quote is doubled inside
+  (``'it''s'``, ``"a ""b"" c"``). A backslash is an ordinary character, so
+  regular expressions need no extra escaping (``RLIKE '^v[0-9]+\\.'``).
+- Numbers: an optional sign, digits with an optional fraction, an optional
+  exponent (``-1``, ``.5``, ``1.5e3``). Without fraction or exponent a number is
+  an ``int`` (64-bit); otherwise a ``float`` (finite).
+- A field is a dotted path. A segment is a word (letters of any script, digits,
+  ``_``; the first segment starts with a letter or ``_``), a backtick-quoted
+  key (```` `mlflow.traceName` ````, backticks doubled inside) or, after a dot,
+  a double-quoted key (``tags."my key"``). No spaces around the dots.
+- **Double quotes, key or value?** Position decides: a double-quoted token
+  where a comparison starts (left of the operator) names a field (``"status" =
+  'OK'`` reads the trace field ``status``, as a backtick-quoted one would);
+  after the operator or inside an ``IN`` list it is a string value. After a
+  dot it is always a key segment.
+
+Limits: a filter is at most :data:`MAX_FILTER_LENGTH` characters, nests
+parentheses and ``NOT`` at most :data:`MAX_DEPTH` deep, and an ``IN`` list
+holds at most :data:`MAX_IN_ITEMS` values. Every failure raises
+:class:`assay.errors.InvalidFilter` with the 0-based position and what was
+expected there; nothing else is ever raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import NoReturn
+
+from assay.errors import InvalidFilter
+from assay.store.filter_ast import (
+    KEYED_FIELDS,
+    ORDERING,
+    PATTERN,
+    PREFIXES,
+    SPAN_FIELDS,
+    TRACE_FIELDS,
+    Comparison,
+    Expr,
+    Field,
+    FieldSpec,
+    Not,
+    Scalar,
+    Value,
+    and_,
+    or_,
+    parse_iso_datetime,
+    render_field,
+)
+
+__all__ = ["MAX_DEPTH", "MAX_FILTER_LENGTH", "MAX_IN_ITEMS", "parse_filter"]
+
+MAX_FILTER_LENGTH = 10_000
+MAX_DEPTH = 50
+MAX_IN_ITEMS = 10_000
+
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "ILIKE", "RLIKE",
+                       "TRUE", "FALSE"})
+_OPERATORS_HINT = ("operators: =, !=, <, <=, >, >=, LIKE, NOT LIKE, ILIKE, NOT ILIKE, RLIKE, "
+                   "IN (...), NOT IN (...), IS NULL, IS NOT NULL")
+_FIELDS_HINT = ("fields: " + ", ".join(f"trace.{n}" for n in TRACE_FIELDS) + ", "
+                + ", ".join(f"span.{n}" for n in SPAN_FIELDS)
+                + ", span.attributes.<key>, tags.<key>, metadata.<key>, feedback.<name>, "
+                  "expectation.<name>")
+_KEYED_PREFIX_TEXT = {"tag": "tags", "metadata": "metadata", "feedback": "feedback",
+                      "expectation": "expectation"}
+
+
+# -- tokens -------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+    text: str
+    quoted: bool
+    position: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Token:
+    kind: str        # name, string, dqstring, number, op, (, ), ",", eof
+    position: int
+    end: int
+    value: str = ""  # decoded string, canonical operator, number text
+    segments: tuple[_Segment, ...] = ()
+
+    @property
+    def keyword(self) -> str | None:
+        """The keyword this token spells (an unquoted ASCII word), or ``None``."""
+        if self.kind != "name" or len(self.segments) != 1 or self.segments[0].quoted:
+            return None
+        word = self.segments[0].text
+        return word.upper() if word.isascii() and word.upper() in _KEYWORDS else None
+
+
+def _is_ident_start(ch: str) -> bool:
+    return ch.isalpha() or ch == "_"
+
+
+def _is_ident_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _is_digit(ch: str) -> bool:
+    return "0" <= ch <= "9"
+
+
+def _scan_number(text: str, i: int) -> int:
+    """The end of the number starting at ``i``, or -1 if none starts there."""
+    n, j = len(text), i
+    if j < n and text[j] in "+-":
+        j += 1
+    start = j
+    while j < n and _is_digit(text[j]):
+        j += 1
+    whole = j - start
+    frac = 0
+    if j < n and text[j] == ".":
+        k = j + 1
+        while k < n and _is_digit(text[k]):
+            k += 1
+        frac = k - j - 1
+        if whole or frac:
+            j = k
+    if not (whole or frac):
+        return -1
+    if j < n and text[j] in "eE":
+        k = j + 1
+        if k < n and text[k] in "+-":
+            k += 1
+        digits = k
+        while k < n and _is_digit(text[k]):
+            k += 1
+        if k > digits:
+            j = k
+    return j
+
+
+class _Tokenizer:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def fail(self, message: str, position: int, hint: str | None = None) -> NoReturn:
+        raise InvalidFilter(message, filter_string=self.text, position=position, hint=hint)
+
+    def tokens(self) -> list[_Token]:
+        text, n, i = self.text, len(self.text), 0
+        out: list[_Token] = []
+        while True:
+            while i < n and text[i].isspace():
+                i += 1
+            if i >= n:
+                out.append(_Token("eof", n, n))
+                return out
+            ch = text[i]
+            if ch in "(),":
+                out.append(_Token(ch, i, i + 1, ch))
+                i += 1
+            elif ch in "=!<>":
+                out.append(self._operator(i))
+                i = out[-1].end
+            elif ch == "'" or ch == '"':
+                value, end = self._quoted(i, ch, "string")
+                out.append(_Token("string" if ch == "'" else "dqstring", i, end, value))
+                i = end
+            elif _is_digit(ch) or ch in "+-.":
+                end = _scan_number(text, i)
+                if end < 0:
+                    if ch == ".":
+                        self.fail("unexpected '.'", i,
+                                  "a field is written without spaces around its dots: tags.env")
+                    self.fail(f"unexpected {ch!r}: a sign must be followed by a number", i)
+                if end < n and (_is_ident_char(text[end]) or text[end] == "."):
+                    self.fail(f"malformed number {text[i:end + 1]!r}", i,
+                              "numbers look like 42, -1, 0.5 or 1.5e3")
+                out.append(_Token("number", i, end, text[i:end]))
+                i = end
+            elif ch == "`" or _is_ident_start(ch):
+                out.append(self._path(i))
+                i = out[-1].end
+            else:
+                self.fail(f"unexpected character {ch!r}", i)
+
+    def _operator(self, i: int) -> _Token:
+        two = self.text[i:i + 2]
+        if two in ("!=", "<=", ">=", "<>"):
+            return _Token("op", i, i + 2, "!=" if two == "<>" else two)
+        if two == "==":
+            self.fail("'==' is not an operator", i, "use '=' to test equality")
+        if two[0] == "!":
+            self.fail("unexpected '!'", i, "use '!=' for 'not equal', or NOT before a comparison")
+        return _Token("op", i, i + 1, two[0])
+
+    def _quoted(self, i: int, quote: str, what: str) -> tuple[str, int]:
+        """The content of the quoted token at ``i`` (doubled quotes undone) and its end."""
+        text, parts, j = self.text, [], i + 1
+        while True:
+            k = text.find(quote, j)
+            if k < 0:
+                label = "backtick-quoted key" if quote == "`" else what
+                self.fail(f"unterminated {label} starting", i,
+                          f"close it with {quote}; write {quote}{quote} for a {quote} inside")
+            parts.append(text[j:k])
+            if text[k + 1:k + 2] == quote:
+                parts.append(quote)
+                j = k + 2
+                continue
+            return "".join(parts), k + 1
+
+    def _path(self, i: int) -> _Token:
+        text, n = self.text, len(self.text)
+        segment, j = self._segment(i)
+        segments = [segment]
+        while j < n and text[j] == ".":
+            if j + 1 >= n or not (text[j + 1] in "`\"" or _is_ident_char(text[j + 1])):
+                self.fail(f"expected a key after '{text[i:j + 1]}'", j + 1,
+                          "quote keys with special characters: tags.`my key`")
+            segment, j = self._segment(j + 1)
+            segments.append(segment)
+        return _Token("name", i, j, text[i:j], tuple(segments))
+
+    def _segment(self, i: int) -> tuple[_Segment, int]:
+        """The path segment starting at ``i`` and its end."""
+        text, n = self.text, len(self.text)
+        if text[i] in "`\"":
+            value, end = self._quoted(i, text[i], "double-quoted key")
+            if not value:
+                self.fail("empty key", i, "a quoted key needs at least one character")
+            return _Segment(value, True, i), end
+        j = i + 1
+        while j < n and _is_ident_char(text[j]):
+            j += 1
+        return _Segment(text[i:j], False, i), j
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+def parse_filter(text: str) -> Expr | None:
+    """Parse a search filter into an AST; ``None`` for an empty or blank filter.
+
+    Args:
+        text: the filter, e.g. ``"trace.status = 'ERROR' AND span.type = 'LLM'"``.
+            Every MLflow ``search_traces`` filter string is accepted.
+
+    Returns:
+        The :data:`~assay.store.filter_ast.Expr`, or ``None``.
+
+    Raises:
+        InvalidFilter: the filter is malformed, names an unknown field, uses
+            an operator or literal the field does not take, or exceeds a limit.
+            The error carries the position and what was expected there.
+
+    Example:
+        >>> parse_filter("tags.env = 'prod' AND trace.execution_time_ms > 1000")
+        And(items=(Comparison(...), Comparison(...)))
+    """
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise InvalidFilter(f"a filter must be a string, not {type(text).__name__}")
+    if len(text) > MAX_FILTER_LENGTH:
+        raise InvalidFilter(f"the filter is {len(text)} characters long; the limit is "
+                            f"{MAX_FILTER_LENGTH}", filter_string=text[:MAX_FILTER_LENGTH],
+                            position=MAX_FILTER_LENGTH,
+                            hint="split the search, or use IN (...) instead of many ORs")
+    if not text.strip():
+        return None
+    return _Parser(text, _Tokenizer(text).tokens()).parse()
+
+
+def _describe(tok: _Token, text: str) -> str:
+    if tok.kind == "eof":
+        return "the end of the filter"
+    return f"'{text[tok.position:tok.end]}'"
+
+
+class _Parser:
+    def __init__(self, text: str, tokens: list[_Token]) -> None:
+        self.text = text
+        self.tokens = tokens
+        self.index = 0
+        self.depth = 0
+
+    # helpers
+
+    def fail(self, message: str, position: int, hint: str | None = None) -> NoReturn:
+        raise InvalidFilter(message, filter_string=self.text, position=position, hint=hint)
+
+    def peek(self) -> _Token:
+        return self.tokens[self.index]
+
+    def advance(self) -> _Token:
+        tok = self.tokens[self.index]
+        if tok.kind != "eof":
+            self.index += 1
+        return tok
+
+    def source(self, tok: _Token) -> str:
+        return self.text[tok.position:tok.end]
+
+    def enter(self, tok: _Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.fail(f"the filter nests deeper than {MAX_DEPTH} levels", tok.position,
+                      "flatten the parentheses and NOTs")
+
+    # grammar
+
+    def parse(self) -> Expr:
+        expr = self.parse_or()
+        tok = self.peek()
+        if tok.kind == ")":
+            self.fail("unmatched ')'", tok.position)
+        if tok.kind != "eof":
+            self.fail("expected AND, OR or the end of the filter, found "
+                      f"{_describe(tok, self.text)}", tok.position,
+                      "join comparisons with AND or OR")
+        return expr
+
+    def parse_or(self) -> Expr:
+        items = [self.parse_and()]
+        while self.peek().keyword == "OR":
+            self.advance()
+            items.append(self.parse_and())
+        return or_(*items)
+
+    def parse_and(self) -> Expr:
+        items = [self.parse_factor()]
+        while self.peek().keyword == "AND":
+            self.advance()
+            items.append(self.parse_factor())
+        return and_(*items)
+
+    def parse_factor(self) -> Expr:
+        tok = self.peek()
+        if tok.keyword == "NOT":
+            self.enter(tok)
+            self.advance()
+            item = self.parse_factor()
+            self.depth -= 1
+            return Not(item, position=tok.position)
+        if tok.kind == "(":
+            self.enter(tok)
+            self.advance()
+            expr = self.parse_or()
+            close = self.peek()
+            if close.kind != ")":
+                self.fail(f"expected ')' to close the '(' at position {tok.position}, found "
+                          f"{_describe(close, self.text)}", close.position)
+            self.advance()
+            self.depth -= 1
+            return expr
+        return self.parse_comparison()
+
+    def parse_comparison(self) -> Comparison:
+        tok = self.peek()
+        if tok.kind == "name" and tok.keyword is None:
+            field = self.resolve(tok)
+        elif tok.kind == "dqstring":
+            field = self.resolve(dataclasses.replace(
+                tok, segments=(_Segment(tok.value, True, tok.position),)))
+        else:
+            before = self.tokens[self.index - 1] if self.index else None
+            after = f" after {_describe(before, self.text)}" if before else ""
+            hint = _FIELDS_HINT
+            if tok.kind in ("string", "number") or tok.keyword in ("TRUE", "FALSE", "NULL"):
+                hint = "a comparison starts with the field: trace.status = 'OK'"
+            self.fail(f"expected a field, '(' or NOT{after}, found {_describe(tok, self.text)}",
+                      tok.position, hint)
+        self.advance()
+        op_tok = self.peek()
+        op = self.parse_operator(tok)
+        spec = field.spec
+        if op not in spec.operators:
+            self.fail(f"{field.path} does not take {op}", op_tok.position,
+                      f"{field.path} takes {_ops_text(spec)}")
+        items = self.parse_value(op)
+        checked = [self.check_scalar(field, spec, op, v, r, p) for v, r, p in items or ()]
+        value: Value
+        raw: str | tuple[str, ...] | None
+        if items is None:
+            value, raw = None, None
+        elif op in ("IN", "NOT IN"):
+            value, raw = tuple(checked), tuple(r for _, r, _ in items)
+        else:
+            value, raw = checked[0], items[0][1]
+        return Comparison(field, op, value, position=tok.position, raw=raw)
+
+    def parse_operator(self, field_tok: _Token) -> str:
+        tok = self.peek()
+        if tok.kind == "op":
+            self.advance()
+            return tok.value
+        kw = tok.keyword
+        if kw in ("LIKE", "ILIKE", "RLIKE", "IN"):
+            self.advance()
+            return kw
+        if kw == "NOT":
+            self.advance()
+            nxt = self.peek()
+            if nxt.keyword in ("LIKE", "ILIKE", "IN"):
+                self.advance()
+                return f"NOT {nxt.keyword}"
+            hint = ("write NOT (field RLIKE '...')" if nxt.keyword == "RLIKE"
+                    else "NOT goes before a comparison, or in NOT IN, NOT LIKE, NOT ILIKE")
+            self.fail(f"expected IN, LIKE or ILIKE after NOT, found {_describe(nxt, self.text)}",
+                      nxt.position, hint)
+        if kw == "IS":
+            self.advance()
+            nxt = self.peek()
+            if nxt.keyword == "NULL":
+                self.advance()
+                return "IS NULL"
+            if nxt.keyword == "NOT":
+                self.advance()
+                last = self.peek()
+                if last.keyword == "NULL":
+                    self.advance()
+                    return "IS NOT NULL"
+                self.fail(f"expected NULL after IS NOT, found {_describe(last, self.text)}",
+                          last.position)
+            self.fail(f"expected NULL or NOT NULL after IS, found {_describe(nxt, self.text)}",
+                      nxt.position, "IS only tests for NULL; compare values with = or !=")
+        self.fail(f"expected an operator after '{self.source(field_tok)}', found "
+                  f"{_describe(tok, self.text)}", tok.position, _OPERATORS_HINT)
+
+    def parse_value(self, op: str) -> list[tuple[Scalar, str, int]] | None:
+        """The literal(s) after ``op`` as (value, source text, position); ``None`` for IS NULL."""
+        if op in ("IS NULL", "IS NOT NULL"):
+            return None
+        if op not in ("IN", "NOT IN"):
+            return [self.parse_scalar(f"'{op}'")]
+        tok = self.peek()
+        if tok.kind != "(":
+            self.fail(f"expected '(' after {op}, found {_describe(tok, self.text)}",
+                      tok.position, f"{op} takes a list: {op} ('a', 'b')")
+        self.advance()
+        items: list[tuple[Scalar, str, int]] = []
+        after = "'('"
+        while True:
+            if len(items) >= MAX_IN_ITEMS:
+                self.fail(f"an IN list holds at most {MAX_IN_ITEMS} values", self.peek().position)
+            items.append(self.parse_scalar(after))
+            sep = self.peek()
+            if sep.kind == ")":
+                self.advance()
+                return items
+            if sep.kind != ",":
+                self.fail(f"expected ',' or ')' in the {op} list, found "
+                          f"{_describe(sep, self.text)}", sep.position)
+            self.advance()
+            after = "','"
+
+    def parse_scalar(self, after: str) -> tuple[Scalar, str, int]:
+        tok = self.peek()
+        raw = self.source(tok)
+        if tok.kind in ("string", "dqstring"):
+            self.advance()
+            return tok.value, raw, tok.position
+        if tok.kind == "number":
+            self.advance()
+            return self.number(tok.value, tok.position), raw, tok.position
+        if tok.keyword in ("TRUE", "FALSE"):
+            self.advance()
+            return tok.keyword == "TRUE", raw, tok.position
+        if tok.keyword == "NULL":
+            self.fail(f"expected a value after {after}, found NULL", tok.position,
+                      "test for a missing value with IS NULL or IS NOT NULL")
+        hint = None
+        if tok.kind == "name" and not any(s.quoted for s in tok.segments):
+            hint = f"quote text values: '{raw}'"
+        elif tok.kind == "name":
+            hint = "backticks quote keys; quote values with ' or \""
+        self.fail(f"expected a value after {after}, found {_describe(tok, self.text)}",
+                  tok.position, hint)
+
+    def number(self, text: str, position: int) -> int | float:
+        """The value of number text that :func:`_scan_number` accepted."""
+        if any(ch in text for ch in ".eE"):
+            value = float(text)
+            if value in (float("inf"), float("-inf")):
+                self.fail(f"number {text} is out of range", position)
+            return value
+        digits = text.lstrip("+-").lstrip("0")
+        if len(digits) > 19 or not _INT64_MIN <= int(text) <= _INT64_MAX:
+            self.fail(f"integer {text} is out of the 64-bit range", position,
+                      "write it as a float (1e20) if an approximate value will do")
+        return int(text)
+
+    # fields
+
+    def resolve(self, tok: _Token) -> Field:
+        segs = tok.segments
+        head = segs[0].text.lower()
+        spec: FieldSpec | None
+        if len(segs) == 1:
+            spec = _lookup(TRACE_FIELDS, head)
+            if spec is not None:
+                return Field("trace", spec.name, position=tok.position)
+            self.unknown_field(tok)
+        group = PREFIXES.get(head)
+        rest = segs[1:]
+        if group == "trace" and len(rest) == 1:
+            spec = _lookup(TRACE_FIELDS, rest[0].text.lower())
+            if spec is not None:
+                return Field("trace", spec.name, position=tok.position)
+        elif group in KEYED_FIELDS:
+            return Field(group, group, _join(rest), position=tok.position)  # type: ignore[arg-type]
+        elif group == "span":
+            sub = rest[0].text.lower()
+            if sub == "attributes" and len(rest) > 1:
+                return Field("span_attribute", "span_attribute", _join(rest[1:]),
+                             position=tok.position)
+            spec = _lookup(SPAN_FIELDS, sub) if len(rest) == 1 else None
+            if spec is not None:
+                return Field("span", spec.name, position=tok.position)
+        self.unknown_field(tok)
+
+    def unknown_field(self, tok: _Token) -> NoReturn:
+        name = self.source(tok)
+        suggestions = _suggest(tok.segments)
+        message = f"unknown field '{name}'"
+        if suggestions:
+            message += " — did you mean " + " or ".join(f"'{s}'" for s in suggestions) + "?"
+        self.fail(message, tok.position, _FIELDS_HINT)
+
+    # values
+
+    def check_scalar(self, field: Field, spec: FieldSpec, op: str, value: Scalar, raw: str,
+                     position: int) -> Scalar:
+        vtype, path = spec.value_type, field.path
+        kind = _literal_kind(value)
+        if vtype in ("number", "timestamp"):
+            if isinstance(value, str):
+                end = _scan_number(value, 0)
+                if value and end == len(value):
+                    return self.number(value, position)
+                if vtype == "timestamp" and parse_iso_datetime(value) is not None:
+                    return value
+                what = "a number or an ISO date" if vtype == "timestamp" else "a number"
+                example = (" (1767225600000, '2026-01-01' or '2026-01-01T12:00:00Z')"
+                           if vtype == "timestamp" else "")
+                self.fail(f"{path} takes {what}, not the string {raw}", position,
+                          f"write {what}{example}")
+            if isinstance(value, bool):
+                self.fail(f"{path} takes a number, not {raw}", position)
+            return value
+        if vtype == "typed":
+            if op in ORDERING and kind != "number":
+                self.fail(f"{op} compares numbers; {path} was given {kind} {raw}", position,
+                          "write the number without quotes: > 1000"
+                          if kind == "string" else None)
+            if op in PATTERN and kind != "string":
+                self.fail(f"{op} matches strings; {path} was given {kind} {raw}", position,
+                          f"quote the pattern: '{raw}'")
+            return value
+        if not isinstance(value, str):
+            self.fail(f"{path} takes a quoted string, not {kind} {raw}", position,
+                      f"quote it: '{raw}'")
+        if vtype == "prompt":
+            name, _, version = value.partition("/")
+            if not name or not version or "/" in version:
+                self.fail(f"{path} takes 'name/version', not {raw}", position,
+                          "e.g. prompt = 'qa-system-prompt/4'")
+        return value
+
+
+def _literal_kind(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "string"
+
+
+def _ops_text(spec: FieldSpec) -> str:
+    order = ["=", "!=", "<", "<=", ">", ">=", "LIKE", "NOT LIKE", "ILIKE", "NOT ILIKE", "RLIKE",
+             "IN", "NOT IN", "IS NULL", "IS NOT NULL"]
+    return ", ".join(op for op in order if op in spec.operators)
+
+
+def _lookup(table: dict[str, FieldSpec], name: str) -> FieldSpec | None:
+    spec = table.get(name)
+    if spec is not None:
+        return spec
+    for candidate in table.values():
+        if name in candidate.aliases:
+            return candidate
+    return None
+
+
+def _join(segments: tuple[_Segment, ...]) -> str:
+    return ".".join(s.text for s in segments)
+
+
+def _names(table: dict[str, FieldSpec]) -> list[str]:
+    return [n for spec in table.values() for n in (spec.name, *spec.aliases)]
+
+
+def _canonical(table: dict[str, FieldSpec], name: str) -> str:
+    spec = _lookup(table, name)
+    return spec.name if spec is not None else name
+
+
+def _suggest(segments: tuple[_Segment, ...]) -> list[str]:
+    """Did-you-mean candidates for an unknown field path."""
+    close = difflib.get_close_matches
+    head = segments[0].text.lower()
+    rest = _join(segments[1:])
+    keyed = {p: _KEYED_PREFIX_TEXT[g] for p, g in PREFIXES.items() if g in _KEYED_PREFIX_TEXT}
+    if len(segments) == 1:
+        if head in keyed:
+            return [f"{keyed[head]}.<key>" if head in ("tag", "tags", "metadata",
+                                                       "request_metadata")
+                    else f"{keyed[head]}.<name>"]
+        if head in ("span", "spans"):
+            return ["span.name", "span.type", "span.attributes.<key>"]
+        if head in ("assessment", "assessments"):
+            return ["feedback.<name>", "expectation.<name>"]
+        if "." in head:
+            try:
+                parsed = _Tokenizer(segments[0].text).tokens()
+            except InvalidFilter:
+                parsed = []
+            if len(parsed) == 2 and parsed[0].kind == "name" and len(parsed[0].segments) > 1:
+                found = _suggest_resolved(parsed[0].segments)
+                if found:
+                    return [found]
+        return [f"trace.{_canonical(TRACE_FIELDS, m)}"
+                for m in close(head, _names(TRACE_FIELDS), n=3, cutoff=0.6)]
+    group = PREFIXES.get(head)
+    if group == "trace":
+        sub = segments[1].text.lower()
+        if sub in keyed and len(segments) > 2:
+            return [f"{keyed[sub]}.{_join(segments[2:])}"]
+        if sub == "span" and len(segments) > 2:
+            return [f"span.{_join(segments[2:])}"]
+        return [f"trace.{_canonical(TRACE_FIELDS, m)}"
+                for m in close(sub, _names(TRACE_FIELDS), n=3, cutoff=0.6)]
+    if group == "span":
+        sub = segments[1].text.lower()
+        if sub in ("attributes", "attribute") and len(segments) == 2:
+            return ["span.attributes.<key>"]
+        if sub in ("attribute", "attrs", "attr") and len(segments) > 2:
+            return [f"span.attributes.{_join(segments[2:])}"]
+        matches = close(sub, [*_names(SPAN_FIELDS), "attributes"], n=3, cutoff=0.6)
+        return [f"span.attributes.{_join(segments[2:]) or '<key>'}" if m == "attributes"
+                else f"span.{_canonical(SPAN_FIELDS, m)}" for m in matches]
+    if head in ("assessment", "assessments"):
+        return [f"feedback.{rest}", f"expectation.{rest}"]
+    prefixes = close(head, [*PREFIXES, "span_attributes"], n=2, cutoff=0.6)
+    out = []
+    for p in prefixes:
+        if p == "span_attributes":
+            out.append(f"span.attributes.{rest}")
+        elif PREFIXES[p] == "trace":
+            out.append(f"trace.{rest}")
+        elif PREFIXES[p] == "span":
+            out.append(f"span.{rest}")
+        else:
+            out.append(f"{keyed[p]}.{rest}")
+    return list(dict.fromkeys(out))
+
+
+def _suggest_resolved(segments: tuple[_Segment, ...]) -> str | None:
+    """The canonical path of ``segments`` if they name a field, else ``None``."""
+    head = segments[0].text.lower()
+    group = PREFIXES.get(head)
+    rest = segments[1:]
+    if group in KEYED_FIELDS:
+        return render_field(Field(group, group, _join(rest)))  # type: ignore[arg-type]
+    if group == "trace" and len(rest) == 1:
+        spec = _lookup(TRACE_FIELDS, rest[0].text.lower())
+        return f"trace.{spec.name}" if spec else None
+    if group == "span":
+        if rest[0].text.lower() == "attributes" and len(rest) > 1:
+            return render_field(Field("span_attribute", "span_attribute", _join(rest[1:])))
+        spec = _lookup(SPAN_FIELDS, rest[0].text.lower()) if len(rest) == 1 else None
+        return f"span.{spec.name}" if spec else None
+    return None
