@@ -84,8 +84,13 @@ from typing import Literal
 
 __all__ = [
     "ALL_OPERATORS",
+    "EQUALITY",
     "KEYED_FIELDS",
+    "MEMBERSHIP",
+    "NULLNESS",
     "OPERATORS_BY_TYPE",
+    "ORDERING",
+    "PATTERN",
     "PREFIXES",
     "SPAN_FIELDS",
     "TRACE_FIELDS",

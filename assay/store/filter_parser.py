@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from assay.errors import InvalidFilter
 from assay.store.filter_ast import (
@@ -52,6 +52,7 @@ from assay.store.filter_ast import (
     Comparison,
     Expr,
     Field,
+    FieldKind,
     FieldSpec,
     Not,
     Scalar,
@@ -73,9 +74,9 @@ _KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "ILIKE", 
                        "TRUE", "FALSE"})
 _OPERATORS_HINT = ("operators: =, !=, <, <=, >, >=, LIKE, NOT LIKE, ILIKE, NOT ILIKE, RLIKE, "
                    "IN (...), NOT IN (...), IS NULL, IS NOT NULL")
-_FIELDS_HINT = ("fields: " + ", ".join(f"trace.{n}" for n in TRACE_FIELDS) + ", "
+_FIELDS_HINT = ("fields: " + ", ".join(TRACE_FIELDS) + " (bare or after trace.); "
                 + ", ".join(f"span.{n}" for n in SPAN_FIELDS)
-                + ", span.attributes.<key>, tags.<key>, metadata.<key>, feedback.<name>, "
+                + ", span.attributes.<key>; tags.<key>, metadata.<key>, feedback.<name>, "
                   "expectation.<name>")
 _KEYED_PREFIX_TEXT = {"tag": "tags", "metadata": "metadata", "feedback": "feedback",
                       "expectation": "expectation"}
@@ -180,12 +181,12 @@ class _Tokenizer:
             elif _is_digit(ch) or ch in "+-.":
                 end = _scan_number(text, i)
                 if end < 0:
-                    if ch == ".":
-                        self.fail("unexpected '.'", i,
-                                  "a field is written without spaces around its dots: tags.env")
-                    self.fail(f"unexpected {ch!r}: a sign must be followed by a number", i)
+                    self.fail(f"unexpected {ch!r}", i,
+                              None if ch == "." else "a sign must be followed by a number")
                 if end < n and (_is_ident_char(text[end]) or text[end] == "."):
-                    self.fail(f"malformed number {text[i:end + 1]!r}", i,
+                    while end < n and (_is_ident_char(text[end]) or text[end] == "."):
+                        end += 1
+                    self.fail(f"malformed number {text[i:end]!r}", i,
                               "numbers look like 42, -1, 0.5 or 1.5e3")
                 out.append(_Token("number", i, end, text[i:end]))
                 i = end
@@ -285,7 +286,13 @@ def parse_filter(text: str) -> Expr | None:
 def _describe(tok: _Token, text: str) -> str:
     if tok.kind == "eof":
         return "the end of the filter"
-    return f"'{text[tok.position:tok.end]}'"
+    source = text[tok.position:tok.end]
+    return source if tok.kind in ("string", "dqstring") else f"'{source}'"
+
+
+def _found(tok: _Token, text: str) -> str:
+    """``, found 'x'`` for a message, or nothing at the end of the filter."""
+    return "" if tok.kind == "eof" else f", found {_describe(tok, text)}"
 
 
 class _Parser:
@@ -326,8 +333,8 @@ class _Parser:
         if tok.kind == ")":
             self.fail("unmatched ')'", tok.position)
         if tok.kind != "eof":
-            self.fail("expected AND, OR or the end of the filter, found "
-                      f"{_describe(tok, self.text)}", tok.position,
+            self.fail("expected AND, OR or the end of the filter"
+                      f"{_found(tok, self.text)}", tok.position,
                       "join comparisons with AND or OR")
         return expr
 
@@ -359,8 +366,8 @@ class _Parser:
             expr = self.parse_or()
             close = self.peek()
             if close.kind != ")":
-                self.fail(f"expected ')' to close the '(' at position {tok.position}, found "
-                          f"{_describe(close, self.text)}", close.position)
+                self.fail(f"expected ')'{_found(close, self.text)}", close.position,
+                          f"the '(' at position {tok.position} is not closed")
             self.advance()
             self.depth -= 1
             return expr
@@ -379,7 +386,7 @@ class _Parser:
             hint = _FIELDS_HINT
             if tok.kind in ("string", "number") or tok.keyword in ("TRUE", "FALSE", "NULL"):
                 hint = "a comparison starts with the field: trace.status = 'OK'"
-            self.fail(f"expected a field, '(' or NOT{after}, found {_describe(tok, self.text)}",
+            self.fail(f"expected a field, '(' or NOT{after}{_found(tok, self.text)}",
                       tok.position, hint)
         self.advance()
         op_tok = self.peek()
@@ -417,7 +424,7 @@ class _Parser:
                 return f"NOT {nxt.keyword}"
             hint = ("write NOT (field RLIKE '...')" if nxt.keyword == "RLIKE"
                     else "NOT goes before a comparison, or in NOT IN, NOT LIKE, NOT ILIKE")
-            self.fail(f"expected IN, LIKE or ILIKE after NOT, found {_describe(nxt, self.text)}",
+            self.fail(f"expected IN, LIKE or ILIKE after NOT{_found(nxt, self.text)}",
                       nxt.position, hint)
         if kw == "IS":
             self.advance()
@@ -431,12 +438,12 @@ class _Parser:
                 if last.keyword == "NULL":
                     self.advance()
                     return "IS NOT NULL"
-                self.fail(f"expected NULL after IS NOT, found {_describe(last, self.text)}",
+                self.fail(f"expected NULL after IS NOT{_found(last, self.text)}",
                           last.position)
-            self.fail(f"expected NULL or NOT NULL after IS, found {_describe(nxt, self.text)}",
+            self.fail(f"expected NULL or NOT NULL after IS{_found(nxt, self.text)}",
                       nxt.position, "IS only tests for NULL; compare values with = or !=")
-        self.fail(f"expected an operator after '{self.source(field_tok)}', found "
-                  f"{_describe(tok, self.text)}", tok.position, _OPERATORS_HINT)
+        self.fail(f"expected an operator after '{self.source(field_tok)}'"
+                  f"{_found(tok, self.text)}", tok.position, _OPERATORS_HINT)
 
     def parse_value(self, op: str) -> list[tuple[Scalar, str, int]] | None:
         """The literal(s) after ``op`` as (value, source text, position); ``None`` for IS NULL."""
@@ -446,7 +453,7 @@ class _Parser:
             return [self.parse_scalar(f"'{op}'")]
         tok = self.peek()
         if tok.kind != "(":
-            self.fail(f"expected '(' after {op}, found {_describe(tok, self.text)}",
+            self.fail(f"expected '(' after {op}{_found(tok, self.text)}",
                       tok.position, f"{op} takes a list: {op} ('a', 'b')")
         self.advance()
         items: list[tuple[Scalar, str, int]] = []
@@ -460,8 +467,8 @@ class _Parser:
                 self.advance()
                 return items
             if sep.kind != ",":
-                self.fail(f"expected ',' or ')' in the {op} list, found "
-                          f"{_describe(sep, self.text)}", sep.position)
+                self.fail(f"expected ',' or ')' in the {op} list"
+                          f"{_found(sep, self.text)}", sep.position)
             self.advance()
             after = "','"
 
@@ -478,14 +485,14 @@ class _Parser:
             self.advance()
             return tok.keyword == "TRUE", raw, tok.position
         if tok.keyword == "NULL":
-            self.fail(f"expected a value after {after}, found NULL", tok.position,
+            self.fail(f"expected a value after {after}{_found(tok, self.text)}", tok.position,
                       "test for a missing value with IS NULL or IS NOT NULL")
         hint = None
         if tok.kind == "name" and not any(s.quoted for s in tok.segments):
             hint = f"quote text values: '{raw}'"
         elif tok.kind == "name":
             hint = "backticks quote keys; quote values with ' or \""
-        self.fail(f"expected a value after {after}, found {_describe(tok, self.text)}",
+        self.fail(f"expected a value after {after}{_found(tok, self.text)}",
                   tok.position, hint)
 
     def number(self, text: str, position: int) -> int | float:
@@ -504,38 +511,19 @@ class _Parser:
     # fields
 
     def resolve(self, tok: _Token) -> Field:
-        segs = tok.segments
-        head = segs[0].text.lower()
-        spec: FieldSpec | None
-        if len(segs) == 1:
-            spec = _lookup(TRACE_FIELDS, head)
-            if spec is not None:
-                return Field("trace", spec.name, position=tok.position)
+        field = _resolve(tok.segments, tok.position)
+        if field is None:
             self.unknown_field(tok)
-        group = PREFIXES.get(head)
-        rest = segs[1:]
-        if group == "trace" and len(rest) == 1:
-            spec = _lookup(TRACE_FIELDS, rest[0].text.lower())
-            if spec is not None:
-                return Field("trace", spec.name, position=tok.position)
-        elif group in KEYED_FIELDS:
-            return Field(group, group, _join(rest), position=tok.position)  # type: ignore[arg-type]
-        elif group == "span":
-            sub = rest[0].text.lower()
-            if sub == "attributes" and len(rest) > 1:
-                return Field("span_attribute", "span_attribute", _join(rest[1:]),
-                             position=tok.position)
-            spec = _lookup(SPAN_FIELDS, sub) if len(rest) == 1 else None
-            if spec is not None:
-                return Field("span", spec.name, position=tok.position)
-        self.unknown_field(tok)
+        return field
 
     def unknown_field(self, tok: _Token) -> NoReturn:
         name = self.source(tok)
-        suggestions = _suggest(tok.segments)
+        suggestions = list(dict.fromkeys(_suggest(tok.segments)))
         message = f"unknown field '{name}'"
         if suggestions:
-            message += " — did you mean " + " or ".join(f"'{s}'" for s in suggestions) + "?"
+            quoted = [f"'{s}'" for s in suggestions]
+            either = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+            message += f" — did you mean {either}?"
         self.fail(message, tok.position, _FIELDS_HINT)
 
     # values
@@ -546,8 +534,7 @@ class _Parser:
         kind = _literal_kind(value)
         if vtype in ("number", "timestamp"):
             if isinstance(value, str):
-                end = _scan_number(value, 0)
-                if value and end == len(value):
+                if _is_number_text(value):
                     return self.number(value, position)
                 if vtype == "timestamp" and parse_iso_datetime(value) is not None:
                     return value
@@ -557,19 +544,19 @@ class _Parser:
                 self.fail(f"{path} takes {what}, not the string {raw}", position,
                           f"write {what}{example}")
             if isinstance(value, bool):
-                self.fail(f"{path} takes a number, not {raw}", position)
+                self.fail(f"{path} takes a number, not the boolean {raw}", position)
             return value
         if vtype == "typed":
+            if op in ORDERING and isinstance(value, str) and _is_number_text(value):
+                return self.number(value, position)
             if op in ORDERING and kind != "number":
-                self.fail(f"{op} compares numbers; {path} was given {kind} {raw}", position,
-                          "write the number without quotes: > 1000"
-                          if kind == "string" else None)
+                self.fail(f"{op} compares numbers; {path} was given the {kind} {raw}", position)
             if op in PATTERN and kind != "string":
-                self.fail(f"{op} matches strings; {path} was given {kind} {raw}", position,
+                self.fail(f"{op} matches strings; {path} was given the {kind} {raw}", position,
                           f"quote the pattern: '{raw}'")
             return value
         if not isinstance(value, str):
-            self.fail(f"{path} takes a quoted string, not {kind} {raw}", position,
+            self.fail(f"{path} takes a quoted string, not the {kind} {raw}", position,
                       f"quote it: '{raw}'")
         if vtype == "prompt":
             name, _, version = value.partition("/")
@@ -577,6 +564,10 @@ class _Parser:
                 self.fail(f"{path} takes 'name/version', not {raw}", position,
                           "e.g. prompt = 'qa-system-prompt/4'")
         return value
+
+
+def _is_number_text(text: str) -> bool:
+    return bool(text) and _scan_number(text, 0) == len(text)
 
 
 def _literal_kind(value: Scalar) -> str:
@@ -593,27 +584,36 @@ def _ops_text(spec: FieldSpec) -> str:
     return ", ".join(op for op in order if op in spec.operators)
 
 
-def _lookup(table: dict[str, FieldSpec], name: str) -> FieldSpec | None:
-    spec = table.get(name)
-    if spec is not None:
-        return spec
-    for candidate in table.values():
-        if name in candidate.aliases:
-            return candidate
+def _by_name(table: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+    return {n: spec for spec in table.values() for n in (spec.name, *spec.aliases)}
+
+
+_TRACE_NAMES = _by_name(TRACE_FIELDS)
+_SPAN_NAMES = _by_name(SPAN_FIELDS)
+
+
+def _resolve(segments: tuple[_Segment, ...], position: int = 0) -> Field | None:
+    """The field a dotted path names (prefixes and names case-insensitive), or ``None``."""
+    head, rest = segments[0].text.lower(), segments[1:]
+    if not rest:
+        spec = _TRACE_NAMES.get(head)
+        return Field("trace", spec.name, position=position) if spec else None
+    group = PREFIXES.get(head)
+    sub = rest[0].text.lower()
+    if group == "trace" and len(rest) == 1 and sub in _TRACE_NAMES:
+        return Field("trace", _TRACE_NAMES[sub].name, position=position)
+    if group in KEYED_FIELDS:
+        kind = cast(FieldKind, group)
+        return Field(kind, kind, _join(rest), position=position)
+    if group == "span" and sub == "attributes" and len(rest) > 1:
+        return Field("span_attribute", "span_attribute", _join(rest[1:]), position=position)
+    if group == "span" and len(rest) == 1 and sub in _SPAN_NAMES:
+        return Field("span", _SPAN_NAMES[sub].name, position=position)
     return None
 
 
 def _join(segments: tuple[_Segment, ...]) -> str:
     return ".".join(s.text for s in segments)
-
-
-def _names(table: dict[str, FieldSpec]) -> list[str]:
-    return [n for spec in table.values() for n in (spec.name, *spec.aliases)]
-
-
-def _canonical(table: dict[str, FieldSpec], name: str) -> str:
-    spec = _lookup(table, name)
-    return spec.name if spec is not None else name
 
 
 def _suggest(segments: tuple[_Segment, ...]) -> list[str]:
@@ -637,11 +637,10 @@ def _suggest(segments: tuple[_Segment, ...]) -> list[str]:
             except InvalidFilter:
                 parsed = []
             if len(parsed) == 2 and parsed[0].kind == "name" and len(parsed[0].segments) > 1:
-                found = _suggest_resolved(parsed[0].segments)
+                found = _resolve(parsed[0].segments)
                 if found:
-                    return [found]
-        return [f"trace.{_canonical(TRACE_FIELDS, m)}"
-                for m in close(head, _names(TRACE_FIELDS), n=3, cutoff=0.6)]
+                    return [render_field(found)]
+        return [f"trace.{_TRACE_NAMES[m].name}" for m in close(head, _TRACE_NAMES, n=3, cutoff=0.6)]
     group = PREFIXES.get(head)
     if group == "trace":
         sub = segments[1].text.lower()
@@ -649,20 +648,19 @@ def _suggest(segments: tuple[_Segment, ...]) -> list[str]:
             return [f"{keyed[sub]}.{_join(segments[2:])}"]
         if sub == "span" and len(segments) > 2:
             return [f"span.{_join(segments[2:])}"]
-        return [f"trace.{_canonical(TRACE_FIELDS, m)}"
-                for m in close(sub, _names(TRACE_FIELDS), n=3, cutoff=0.6)]
+        return [f"trace.{_TRACE_NAMES[m].name}" for m in close(sub, _TRACE_NAMES, n=3, cutoff=0.6)]
     if group == "span":
         sub = segments[1].text.lower()
         if sub in ("attributes", "attribute") and len(segments) == 2:
             return ["span.attributes.<key>"]
         if sub in ("attribute", "attrs", "attr") and len(segments) > 2:
             return [f"span.attributes.{_join(segments[2:])}"]
-        matches = close(sub, [*_names(SPAN_FIELDS), "attributes"], n=3, cutoff=0.6)
+        matches = close(sub, [*_SPAN_NAMES, "attributes"], n=3, cutoff=0.6)
         return [f"span.attributes.{_join(segments[2:]) or '<key>'}" if m == "attributes"
-                else f"span.{_canonical(SPAN_FIELDS, m)}" for m in matches]
+                else f"span.{_SPAN_NAMES[m].name}" for m in matches]
     if head in ("assessment", "assessments"):
         return [f"feedback.{rest}", f"expectation.{rest}"]
-    prefixes = close(head, [*PREFIXES, "span_attributes"], n=2, cutoff=0.6)
+    prefixes = close(head, [*PREFIXES, "span_attributes"], n=1, cutoff=0.6)
     out = []
     for p in prefixes:
         if p == "span_attributes":
@@ -674,21 +672,3 @@ def _suggest(segments: tuple[_Segment, ...]) -> list[str]:
         else:
             out.append(f"{keyed[p]}.{rest}")
     return list(dict.fromkeys(out))
-
-
-def _suggest_resolved(segments: tuple[_Segment, ...]) -> str | None:
-    """The canonical path of ``segments`` if they name a field, else ``None``."""
-    head = segments[0].text.lower()
-    group = PREFIXES.get(head)
-    rest = segments[1:]
-    if group in KEYED_FIELDS:
-        return render_field(Field(group, group, _join(rest)))  # type: ignore[arg-type]
-    if group == "trace" and len(rest) == 1:
-        spec = _lookup(TRACE_FIELDS, rest[0].text.lower())
-        return f"trace.{spec.name}" if spec else None
-    if group == "span":
-        if rest[0].text.lower() == "attributes" and len(rest) > 1:
-            return render_field(Field("span_attribute", "span_attribute", _join(rest[1:])))
-        spec = _lookup(SPAN_FIELDS, rest[0].text.lower()) if len(rest) == 1 else None
-        return f"span.{spec.name}" if spec else None
-    return None
