@@ -116,7 +116,7 @@ class Settings:
     sampling_ratio: float = 1.0
     max_value_bytes: int = 1_000_000
     flush_interval_ms: int = 500
-    max_queue_size: int = 200_000
+    max_queue_size: int = 50_000
     queue_full_policy: str = "block"
     internal_errors: str = "log"
 
@@ -218,6 +218,7 @@ def configure(
     Raises:
         ConfigurationError: an argument or environment variable is invalid, or
             the store URI has an unknown scheme.
+        StoreError: the store cannot be opened (unwritable file, newer schema).
 
     Example:
         >>> import assay
@@ -238,4 +239,4 @@ def configure(
     if redact is not None and not callable(redact):
         raise ConfigurationError(f"configure(redact={redact!r}): expected a callable or None")
     _runtime.install(settings, redact=redact, exporters=list(exporters or ()),
-                     use_global_provider=use_global_tracer_provider)
+                     use_global_provider=use_global_tracer_provider, open_now=True)

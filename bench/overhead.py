@@ -84,7 +84,7 @@ QUICK = Sizes(repeats=3, mlflow_repeats=3, n_fast=50_000, n_span=2_000, n_mlflow
               burst=20_000, write_spans=10_000, write_batch=2048, mlflow_burst=3_000,
               import_runs=3, heap_records=200_000, n_heap=5_000)
 
-ASSAY_QUEUE = 200_000   # assay's default max_queue_size; every timed loop stays far below it
+ASSAY_QUEUE = 50_000    # assay's default max_queue_size; every timed loop stays far below it
 
 
 # -- the function under test ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from assay.exporters._convert import readable_from_model, to_span_model
 from assay.tracing._runtime import internal_error
 
 if TYPE_CHECKING:
@@ -257,7 +258,7 @@ class AssayProcessor(SpanProcessor):
 
     def __init__(self, exporters: Sequence[SpanExporter], *,
                  redact: Callable[[Span], Span | None] | None = None,
-                 max_queue_size: int = 200_000, flush_interval_s: float = 0.5,
+                 max_queue_size: int = 50_000, flush_interval_s: float = 0.5,
                  queue_full_policy: str = "block", experiment: str = "default") -> None:
         self._redact = redact
         self._experiment = experiment
@@ -284,8 +285,6 @@ class AssayProcessor(SpanProcessor):
             put(span)
 
     def _apply_redact(self, span: ReadableSpan) -> ReadableSpan | None:
-        from assay.exporters._convert import readable_from_model, to_span_model
-
         try:
             model = to_span_model(span)
             result = self._redact(model)  # type: ignore[misc]

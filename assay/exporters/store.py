@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from assay.exporters._convert import to_record
 from assay.store.base import TraceStore
 
 __all__ = ["StoreSpanExporter"]
@@ -27,8 +28,6 @@ class StoreSpanExporter(SpanExporter):
         self._experiment = default_experiment
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        from assay.exporters._convert import to_record
-
         try:
             self.store.write_spans([to_record(s, self._experiment) for s in spans])
         except Exception as exc:

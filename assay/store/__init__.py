@@ -39,12 +39,10 @@ class LazyStore:
         self._url = url
         self._memory = memory
         self._store: SqlTraceStore | None = None
+        self._opening: SqlTraceStore | None = None
         self._lock = threading.Lock()
         self._held_for_fork = False
-        ref = weakref.ref(self)
-        os.register_at_fork(before=lambda: _fork_hook(ref, "before"),
-                            after_in_parent=lambda: _fork_hook(ref, "parent"),
-                            after_in_child=lambda: _fork_hook(ref, "child"))
+        _LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"LazyStore({self.uri!r})"
@@ -58,13 +56,25 @@ class LazyStore:
                 if self._store is None:
                     from assay.store.sql import SqlTraceStore
 
-                    # Open it fully here, under the lock that fork() waits for, so
-                    # that every lazy import of the database layer is done.
+                    # Open it fully here, so that every lazy import of the
+                    # database layer is done before the first write.
                     opened = SqlTraceStore(self.uri, self._url, memory=self._memory)
-                    opened.open()
+                    self._opening = opened
+                    try:
+                        opened.open()
+                    finally:
+                        self._opening = None
                     self._store = opened
                 store = self._store
         return store
+
+    def open(self) -> None:
+        """Import the database layer, connect, and create or check the schema now.
+
+        Raises:
+            StoreError: the database cannot be opened, or its schema is newer.
+        """
+        self.sql  # noqa: B018 - opening is the point
 
     def write_spans(self, records: Sequence[SpanRecord]) -> None:
         self.sql.write_spans(records)
@@ -94,21 +104,50 @@ class LazyStore:
 _SCHEMES = "sqlite:///path.db, memory://"
 
 
-def _fork_hook(ref: weakref.ref[LazyStore], when: str) -> None:
-    """fork() waits (up to 5 s) for a store being opened in another thread: a child
-    must not inherit a half-imported database module or a lock nobody releases."""
-    store = ref()
-    if store is None:
-        return
-    if when == "before":
-        store._held_for_fork = store._lock.acquire(timeout=5.0)
-    elif when == "parent":
-        if store._held_for_fork:
-            store._held_for_fork = False
-            store._lock.release()
-    else:
-        store._lock = threading.Lock()
-        store._held_for_fork = False
+_LIVE: weakref.WeakSet[LazyStore] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    """Keep fork() out of the stores' critical sections.
+
+    A child must not inherit SQLite's lock bookkeeping from the middle of a
+    transaction: fork waits (up to 5 s) for a write in progress. It does not
+    wait long for a store being opened by another thread, since that thread may
+    be importing and the interpreter holds the import lock across fork: the
+    child forgets the half-opened store and opens its own. (``configure()``
+    opens its store before returning, so only an unconfigured process that
+    forks within moments of its first span can meet a half-imported module.)
+    """
+    for lazy in list(_LIVE):
+        lazy._held_for_fork = lazy._lock.acquire(timeout=0.05)
+        target = lazy._store or lazy._opening
+        if target is not None:
+            target.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for lazy in list(_LIVE):
+        target = lazy._store or lazy._opening
+        if target is not None:
+            target.after_fork_in_parent()
+        if lazy._held_for_fork:
+            lazy._held_for_fork = False
+            lazy._lock.release()
+
+
+def _after_fork_in_child() -> None:
+    for lazy in list(_LIVE):
+        lazy._lock = threading.Lock()
+        lazy._held_for_fork = False
+        if lazy._opening is not None:
+            lazy._opening.after_fork_in_child()
+            lazy._opening = None
+        if lazy._store is not None:
+            lazy._store.after_fork_in_child()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def open_store(uri: str) -> LazyStore:

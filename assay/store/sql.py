@@ -12,12 +12,10 @@ import base64
 import functools
 import json
 import logging
-import os
 import random
 import re
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -95,12 +93,6 @@ def _sqlite_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
     return engine
 
 
-def _call(ref: weakref.ref[Any], method: str) -> None:
-    obj = ref()
-    if obj is not None:
-        getattr(obj, method)()
-
-
 def _is_locked(exc: OperationalError) -> bool:
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     return "locked" in text or "busy" in text
@@ -121,22 +113,19 @@ class SqlTraceStore:
         self._engines: tuple[Engine, Engine] | None = None
         self._ready = False
         self._sql_cache: dict[str, tuple[str, bool]] = {}
-        ref = weakref.ref(self)
-        os.register_at_fork(before=lambda: _call(ref, "_before_fork"),
-                            after_in_parent=lambda: _call(ref, "_after_fork_in_parent"),
-                            after_in_child=lambda: _call(ref, "_after_fork_in_child"))
 
-    def _before_fork(self) -> None:
+    # fork() hooks, called by the LazyStore that owns this store, in lock order.
+    def before_fork(self) -> None:
         # Wait for a write in progress (bounded: a write stuck behind another
         # process's lock must not hang fork() for long).
         self._guard_held = self._fork_guard.acquire(timeout=_FORK_WAIT_S)
 
-    def _after_fork_in_parent(self) -> None:
+    def after_fork_in_parent(self) -> None:
         if self._guard_held:
             self._guard_held = False
             self._fork_guard.release()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.RLock()
         self._fork_guard = threading.Lock()
         self._guard_held = False
@@ -171,6 +160,10 @@ class SqlTraceStore:
                 writer = _sqlite_engine(self._url, immediate=True, memory=self._memory)
                 reader = writer if self._memory else _sqlite_engine(
                     self._url, immediate=False, memory=False)
+                # Connect once outside any transaction: the dialect's first-connect
+                # work (and its imports) happen here, not under the fork guard.
+                with writer.connect():
+                    pass
                 self._engines = (writer, reader)
             if not self._ready:
                 self._create_schema(self._engines[0])

@@ -161,11 +161,21 @@ def current() -> Runtime:
 def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None = None,
             exporters: list[SpanExporter] | None = None, use_global_provider: bool = False,
             open_store: bool = True, id_generator: IdGenerator | None = None,
-            clock: Callable[[], int] | None = None) -> Runtime:
-    """Build a runtime for ``settings`` and make it the live one."""
+            clock: Callable[[], int] | None = None, open_now: bool = False) -> Runtime:
+    """Build a runtime for ``settings`` and make it the live one.
+
+    With ``open_now`` (an explicit ``configure()``) the store is opened before
+    returning: a store that cannot be used is the caller's error, raised here,
+    and the database layer is imported on this thread rather than by the
+    background writer (which a ``fork()`` could interrupt mid-import). Without
+    it (tracing configured implicitly by the first span) the writer opens the
+    store, keeping SQLAlchemy off the first traced call.
+    """
     from assay.store import open_store as _open_store
 
     store = _open_store(settings.store) if open_store else None
+    if store is not None and open_now:
+        store.open()
     with _LOCK:
         old = _STATE.rt
         _STATE.rt = None

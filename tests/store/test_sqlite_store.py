@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 import assay
+import assay.exporters
 from assay.exporters import InMemorySpanExporter, StoreSpanExporter
 from assay.exporters._convert import to_record
 from assay.store import SpanRecord, TraceStore, open_store
@@ -140,11 +141,27 @@ def test_store_with_a_newer_schema_version_is_refused(db_path, stores):
     assert sql(db_path, "SELECT count(*) FROM spans") == [(0,)]
 
 
-def test_get_trace_through_the_api_refuses_a_newer_schema(db_path, stores):
+def test_configure_refuses_a_store_with_a_newer_schema(db_path, stores):
     stores(f"sqlite:///{db_path}").count(experiment=None)
     with closing(sqlite3.connect(db_path)) as con, con:
         con.execute("UPDATE assay_schema SET version = 99")
-    assay.configure(store=f"sqlite:///{db_path}", experiment="test")
+    with pytest.raises(assay.StoreError, match=r"schema version 99"):
+        assay.configure(store=f"sqlite:///{db_path}", experiment="test")
+
+
+def test_a_traced_call_with_a_newer_schema_store_raises_nothing(db_path, stores, monkeypatch):
+    stores(f"sqlite:///{db_path}").count(experiment=None)
+    with closing(sqlite3.connect(db_path)) as con, con:
+        con.execute("UPDATE assay_schema SET version = 99")
+    monkeypatch.setenv("ASSAY_STORE", f"sqlite:///{db_path}")
+
+    @assay.trace
+    def f():
+        return 1
+
+    assert f() == 1
+    assay.flush()
+    assert assay.exporters.stats()[0]["failed"] == 1
     with pytest.raises(assay.StoreError, match=r"schema version 99"):
         assay.get_trace("a" * 32)
 
