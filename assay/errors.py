@@ -48,7 +48,13 @@ class InvalidFilter(AssayError, ValueError):
         self.hint = hint
         text = f"{message} at position {position}"
         if filter_string:
-            text += f"\n  {filter_string}\n  {' ' * position}^"
+            # A window of the filter around the position, on one line, with a caret.
+            start = max(position - 60, 0)
+            window = filter_string[start:position + 60]
+            shown = window.replace("\n", " ").replace("\r", " ").replace("\t", " ")
+            lead = "..." if start else ""
+            tail = "..." if position + 60 < len(filter_string) else ""
+            text += f"\n  {lead}{shown}{tail}\n  {' ' * (len(lead) + position - start)}^"
         if hint:
             text += f"\n{hint}"
         super().__init__(text)
