@@ -3,6 +3,7 @@
     assay demo [--store URI]                 trace the bundled demo app, show what was stored
     assay traces list [--experiment NAME]    the newest traces
     assay traces show TRACE_ID               one trace as a tree
+    assay db upgrade --store URI             upgrade an older store's schema
 
 Exit codes: 0 success, 1 not found, 2 usage or configuration error.
 """
@@ -104,6 +105,19 @@ def _cmd_traces_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from assay.config import settings_from_env
+    from assay.store import open_store
+
+    uri = args.store or settings_from_env().store
+    before, after = open_store(uri).upgrade()
+    if before == after:
+        print(f"{uri} is at schema version {after}; nothing to do")
+    else:
+        print(f"upgraded {uri} from schema version {before} to {after}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assay", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("trace_id")
     show.add_argument("--store", default=None, help="trace store URI (default: ASSAY_STORE)")
     show.set_defaults(run=_cmd_traces_show)
+    db = sub.add_parser("db", help="manage the trace store")
+    dsub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = dsub.add_parser("upgrade", help="upgrade an older store's schema")
+    upgrade.add_argument("--store", default=None, help="trace store URI (default: ASSAY_STORE)")
+    upgrade.set_defaults(run=_cmd_db_upgrade)
     return parser
 
 

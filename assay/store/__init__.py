@@ -76,6 +76,13 @@ class LazyStore:
         """
         self.sql  # noqa: B018 - opening is the point
 
+    def upgrade(self) -> tuple[int, int]:
+        """Upgrade the database's schema to this assay's (``assay db upgrade``);
+        returns the (old, new) schema versions."""
+        from assay.store.sql import SqlTraceStore
+
+        return SqlTraceStore(self.uri, self._url, memory=self._memory).upgrade()
+
     def write_spans(self, records: Sequence[SpanRecord]) -> None:
         self.sql.write_spans(records)
 

@@ -4,6 +4,15 @@ Fields that filters use are real columns; each index earns its place by a
 query that needs it, since every index costs every write. Version history:
 
     1  traces, spans, trace_tags, trace_metadata
+    2  traces.end_time_ms/client_request_id/run_id, spans.duration_ns, span_attributes
+       (typed key/value), assessments, trace_text (SQLite FTS5, trigram), filter
+       indexes
+
+Typed values (span attributes, assessment values) are kept three ways: the
+JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
+value as text (a string as itself, a number or boolean as its JSON text), with
+``value_kind`` saying which it was: ``s`` string, ``n`` number, ``b`` boolean,
+``j`` anything else (null, list, object).
 """
 
 from __future__ import annotations
@@ -21,10 +30,10 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["SCHEMA_VERSION", "metadata", "schema_version", "spans", "trace_metadata",
-           "trace_tags", "traces"]
+__all__ = ["FTS_TABLE", "SCHEMA_VERSION", "assessments", "metadata", "schema_version",
+           "span_attributes", "spans", "trace_metadata", "trace_tags", "traces"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -48,8 +57,15 @@ traces = Table(
     Column("response_preview", Text),
     Column("root_span_id", String(16)),
     Column("root_rank", SmallInteger, nullable=False),
+    Column("end_time_ms", BigInteger),
+    Column("client_request_id", String(256)),
+    Column("run_id", String(64)),
     Index(None, "experiment", "timestamp_ms", "trace_id"),
     Index(None, "timestamp_ms", "trace_id"),
+    Index(None, "experiment", "state", "timestamp_ms"),
+    Index(None, "experiment", "name", "timestamp_ms"),
+    Index(None, "experiment", "execution_time_ms"),
+    Index(None, "run_id"),
 )
 
 spans = Table(
@@ -67,7 +83,50 @@ spans = Table(
     Column("outputs", Text),
     Column("attributes", Text, nullable=False),
     Column("events", Text, nullable=False),
+    Column("duration_ns", BigInteger),
+    Index(None, "name", "trace_id"),
+    Index(None, "span_type", "trace_id"),
+    Index(None, "status", "trace_id"),
 )
+
+span_attributes = Table(
+    "span_attributes", metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("value_kind", String(1), nullable=False),
+    Column("num_value", Float),
+    Column("str_value", Text),
+    Index(None, "key", "num_value", "trace_id"),
+    Index(None, "key", "str_value", "trace_id"),
+)
+
+assessments = Table(
+    "assessments", metadata,
+    Column("assessment_id", String(32), primary_key=True),
+    Column("trace_id", String(32), nullable=False),
+    Column("span_id", String(16)),
+    Column("name", String(250), nullable=False),
+    Column("kind", String(16), nullable=False),  # feedback | expectation
+    Column("value_json", Text),
+    Column("value_kind", String(1), nullable=False),
+    Column("num_value", Float),
+    Column("str_value", Text),
+    Column("rationale", Text),
+    Column("source_type", String(32), nullable=False),
+    Column("source_id", String(250)),
+    Column("metadata_json", Text, nullable=False),
+    Column("error", Text),
+    Column("created_time_ms", BigInteger, nullable=False),
+    Column("overridden_by", String(32)),
+    Index(None, "trace_id"),
+    Index(None, "kind", "name", "num_value", "trace_id"),
+    Index(None, "kind", "name", "str_value", "trace_id"),
+)
+
+#: Full-text index of span inputs and outputs (SQLite: an FTS5 table with the
+#: trigram tokenizer, which also serves LIKE '%...%'). Created by the store.
+FTS_TABLE = "trace_text"
 
 trace_tags = Table(
     "trace_tags", metadata,

@@ -28,6 +28,7 @@ from sqlalchemy.pool import StaticPool
 from assay.errors import StoreError
 from assay.store import schema as s
 from assay.store.base import SpanRecord, TracePage
+from assay.store.values import typed_value
 from assay.tracing.models import Span, SpanEvent, Trace, TraceInfo
 
 __all__ = ["SqlTraceStore"]
@@ -37,7 +38,7 @@ log = logging.getLogger("assay")
 PREVIEW_CHARS = 1_000
 _SPAN_COLUMNS = ["trace_id", "span_id", "parent_id", "name", "span_type", "status",
                  "status_message", "start_time_ns", "end_time_ns", "inputs", "outputs",
-                 "attributes", "events"]
+                 "attributes", "events", "duration_ns"]
 _ROWS_PER_STATEMENT = 500
 _SQLITE_MAX_PARAMS = 30_000  # below SQLite's default limit of 32,766 variables
 _VALUES = re.compile(r"VALUES (\(\?(?:, \?)*\))")
@@ -54,7 +55,10 @@ def _multi_values(sql: str, n: int) -> str:
 
 
 _TRACE_COLUMNS = ["trace_id", "experiment", "name", "state", "timestamp_ms", "execution_time_ms",
-                  "request_preview", "response_preview", "root_span_id", "root_rank"]
+                  "request_preview", "response_preview", "root_span_id", "root_rank",
+                  "end_time_ms"]
+_ATTR_COLUMNS = ["trace_id", "span_id", "key", "value_kind", "num_value", "str_value"]
+_TEXT_CHARS = 65_536  # of each span's inputs and outputs, in the full-text index
 _WRITE_RETRY_S = 60.0
 _BUSY_TIMEOUT_MS = 30_000
 _FORK_WAIT_S = 5.0
@@ -113,6 +117,7 @@ class SqlTraceStore:
         self._engines: tuple[Engine, Engine] | None = None
         self._ready = False
         self._sql_cache: dict[str, tuple[str, bool]] = {}
+        self._fts = False
 
     # fork() hooks, called by the LazyStore that owns this store, in lock order.
     def before_fork(self) -> None:
@@ -173,16 +178,102 @@ class SqlTraceStore:
     def _create_schema(self, engine: Engine) -> None:
         try:
             with self._fork_guard, engine.begin() as conn:
-                s.metadata.create_all(conn, checkfirst=True)
-                version = conn.execute(select(func.max(s.schema_version.c.version))).scalar()
+                version = self._stored_version(conn)
                 if version is None:
+                    s.metadata.create_all(conn, checkfirst=True)
+                    self._create_text_index(conn)
                     conn.execute(s.schema_version.insert(), {"version": s.SCHEMA_VERSION})
                 elif version > s.SCHEMA_VERSION:
                     raise StoreError(
                         f"the store {self.uri} has schema version {version}, newer than this "
                         f"assay understands ({s.SCHEMA_VERSION}); upgrade assay")
+                elif version < s.SCHEMA_VERSION:
+                    raise StoreError(
+                        f"the store {self.uri} has schema version {version}, older than this "
+                        f"assay's ({s.SCHEMA_VERSION}); upgrade it with: "
+                        f"assay db upgrade --store {self.uri}")
+                self._fts = self._has_text_index(conn)
         except OperationalError as exc:
             raise StoreError(f"cannot open the trace store {self.uri}: {exc.orig}") from exc
+
+    @staticmethod
+    def _stored_version(conn: Connection) -> int | None:
+        from sqlalchemy import inspect
+
+        if not inspect(conn).has_table(s.schema_version.name):
+            return None
+        value = conn.execute(select(func.max(s.schema_version.c.version))).scalar()
+        return None if value is None else int(value)
+
+    def _create_text_index(self, conn: Connection) -> None:
+        if conn.dialect.name != "sqlite":
+            return
+        try:
+            conn.exec_driver_sql(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS {s.FTS_TABLE} USING fts5("
+                "trace_id UNINDEXED, content, tokenize = 'trigram')")
+        except OperationalError as exc:  # an SQLite built without FTS5 or trigram
+            log.warning("assay: no full-text index (%s); trace.text scans span text", exc.orig)
+
+    @staticmethod
+    def _has_text_index(conn: Connection) -> bool:
+        if conn.dialect.name != "sqlite":
+            return False
+        row = conn.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (s.FTS_TABLE,)).first()
+        return row is not None
+
+    def upgrade(self) -> tuple[int, int]:
+        """Upgrade an older store's schema to this assay's; returns (from, to) versions.
+
+        Raises:
+            StoreError: the store is newer than this assay, or the upgrade failed
+                (the transaction is rolled back; nothing is lost).
+        """
+        from assay.store.migrate import upgrade_schema
+
+        writer = _sqlite_engine(self._url, immediate=True, memory=self._memory)
+        try:
+            with self._fork_guard, writer.begin() as conn:
+                before = self._stored_version(conn)
+                if before is None:
+                    raise StoreError(f"{self.uri} holds no assay store to upgrade")
+                if before > s.SCHEMA_VERSION:
+                    raise StoreError(f"the store {self.uri} has schema version {before}, newer "
+                                     f"than this assay understands ({s.SCHEMA_VERSION})")
+                upgrade_schema(conn, before)
+                if before < s.SCHEMA_VERSION:
+                    self._create_text_index(conn)
+                    if self._has_text_index(conn):
+                        self._backfill_text(conn)
+                    conn.execute(s.schema_version.delete())
+                    conn.execute(s.schema_version.insert(), {"version": s.SCHEMA_VERSION})
+        except OperationalError as exc:
+            raise StoreError(f"cannot upgrade the trace store {self.uri}: {exc.orig}") from exc
+        finally:
+            if not self._memory:
+                writer.dispose()
+        return before, s.SCHEMA_VERSION
+
+    def _backfill_text(self, conn: Connection) -> None:
+        spans = conn.execute(select(s.spans.c.trace_id, s.spans.c.span_id, s.spans.c.inputs,
+                                    s.spans.c.outputs))
+        self._insert_text(conn, [_text_row(*row) for row in spans])
+
+    def _index_text(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
+        self._insert_text(conn, [_text_row(r.trace_id, r.span_id, r.inputs_json, r.outputs_json)
+                                 for r in records
+                                 if r.inputs_json is not None or r.outputs_json is not None])
+
+    def _insert_text(self, conn: Connection, rows: list[tuple[int, str, str]]) -> None:
+        if rows:
+            sql = (f"INSERT OR REPLACE INTO {s.FTS_TABLE} (rowid, trace_id, content) "
+                   "VALUES (?, ?, ?)")
+            for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[i:i + _ROWS_PER_STATEMENT]
+                conn.exec_driver_sql(_multi_values(sql, len(chunk)),
+                                     tuple(v for row in chunk for v in row))
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -278,7 +369,16 @@ class SqlTraceStore:
             r.status_message, r.start_time_ns, r.end_time_ns, r.inputs_json, r.outputs_json,
             dumps(r.attributes, ensure_ascii=False, default=str) if r.attributes else "{}",
             dumps(r.events, ensure_ascii=False, default=str) if r.events else "[]",
+            r.end_time_ns - r.start_time_ns,
         ) for r in records])
+        attr_rows = [(r.trace_id, r.span_id, key, *typed_value(value))
+                     for r in records for key, value in r.attributes.items()]
+        if attr_rows:
+            self._run_many(conn, "span_attributes",
+                           lambda: self._insert(s.span_attributes).on_conflict_do_nothing(),
+                           _ATTR_COLUMNS, attr_rows)
+        if self._fts:
+            self._index_text(conn, records)
 
         best: dict[str, SpanRecord] = {}
         for r in records:
@@ -324,6 +424,7 @@ class SqlTraceStore:
             (r.outputs_json or "")[:PREVIEW_CHARS] if rooted else None,
             r.span_id if rooted else None,
             r.root_rank,
+            r.end_time_ns // 1_000_000 if rooted else None,
         )
 
     # -- reading --------------------------------------------------------------
@@ -402,6 +503,14 @@ class SqlTraceStore:
             span_list = sorted(spans[tid], key=lambda x: (x.start_time_ns, x.span_id))
             out.append(Trace(info=info, spans=span_list))
         return out
+
+
+def _text_row(trace_id: str, span_id: str, inputs: str | None,
+              outputs: str | None) -> tuple[int, str, str]:
+    """A full-text row: rowid from the span id (so a span delivered twice replaces
+    its own row), the trace id, and the start of the span's inputs and outputs."""
+    content = f"{(inputs or '')[:_TEXT_CHARS]}\n{(outputs or '')[:_TEXT_CHARS]}"
+    return int(span_id, 16) & 0x7FFF_FFFF_FFFF_FFFF, trace_id, content
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

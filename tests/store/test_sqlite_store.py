@@ -23,6 +23,7 @@ import assay.exporters
 from assay.exporters import InMemorySpanExporter, StoreSpanExporter
 from assay.exporters._convert import to_record
 from assay.store import SpanRecord, TraceStore, open_store
+from assay.store.schema import SCHEMA_VERSION
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -104,13 +105,13 @@ def agent_app(fail: bool = False) -> Callable[[], Any]:
 # -- schema ---------------------------------------------------------------------------
 
 
-def test_schema_is_created_on_first_use_and_carries_version_1(db_path, stores):
+def test_schema_is_created_on_first_use_and_carries_the_current_version(db_path, stores):
     store = stores(f"sqlite:///{db_path}")
     assert not db_path.exists(), "open_store must not touch the file before first use"
 
     assert store.count(experiment=None) == 0
 
-    assert sql(db_path, "SELECT version FROM assay_schema") == [(1,)]
+    assert sql(db_path, "SELECT version FROM assay_schema") == [(SCHEMA_VERSION,)]
     tables = {r[0] for r in sql(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"assay_schema", "traces", "spans", "trace_tags", "trace_metadata"} <= tables
 
@@ -119,7 +120,7 @@ def test_reopening_a_store_keeps_a_single_schema_version_row(db_path, stores):
     stores(f"sqlite:///{db_path}").write_spans([record("a" * 32, "1" * 16)])
     again = stores(f"sqlite:///{db_path}")
     assert again.get_trace("a" * 32) is not None
-    assert sql(db_path, "SELECT version FROM assay_schema") == [(1,)]
+    assert sql(db_path, "SELECT version FROM assay_schema") == [(SCHEMA_VERSION,)]
 
 
 def test_sqlite_file_is_in_wal_mode(db_path, stores):

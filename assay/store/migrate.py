@@ -1,0 +1,59 @@
+"""Schema upgrades, one step per version, run by ``assay db upgrade``.
+
+Each step takes an open write transaction on a store at version ``n`` and
+leaves it at ``n + 1``; a failure rolls the whole upgrade back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from sqlalchemy import Connection, inspect, select
+
+from assay.store import schema as s
+from assay.store.values import typed_value
+
+__all__ = ["upgrade_schema"]
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    existing = {c["name"] for c in inspect(conn).get_columns("traces")}
+    for name, sql_type in (("end_time_ms", "BIGINT"), ("client_request_id", "VARCHAR(256)"),
+                           ("run_id", "VARCHAR(64)")):
+        if name not in existing:
+            conn.exec_driver_sql(f"ALTER TABLE traces ADD COLUMN {name} {sql_type}")
+    if "duration_ns" not in {c["name"] for c in inspect(conn).get_columns("spans")}:
+        conn.exec_driver_sql("ALTER TABLE spans ADD COLUMN duration_ns BIGINT")
+    conn.exec_driver_sql("UPDATE spans SET duration_ns = end_time_ns - start_time_ns")
+    conn.exec_driver_sql(
+        "UPDATE traces SET end_time_ms = timestamp_ms + CAST(execution_time_ms AS BIGINT) "
+        "WHERE execution_time_ms IS NOT NULL")
+    s.metadata.create_all(conn, checkfirst=True)  # the new tables
+    for table in (s.traces, s.spans):
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+    rows: list[dict[str, object]] = []
+    for trace_id, span_id, attributes in conn.execute(
+            select(s.spans.c.trace_id, s.spans.c.span_id, s.spans.c.attributes)):
+        try:
+            values = json.loads(attributes or "{}")
+        except ValueError:
+            continue
+        if isinstance(values, dict):
+            rows.extend({"trace_id": trace_id, "span_id": span_id, "key": key,
+                         **dict(zip(("value_kind", "num_value", "str_value"),
+                                    typed_value(value), strict=True))}
+                        for key, value in values.items())
+    if rows:
+        conn.execute(s.span_attributes.insert(), rows)
+
+
+_STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+
+
+def upgrade_schema(conn: Connection, version: int) -> None:
+    """Run every step from ``version`` up to the current schema version."""
+    while version < s.SCHEMA_VERSION:
+        _STEPS[version](conn)
+        version += 1
