@@ -20,7 +20,7 @@ from assay.errors import (
     ScorerError,
     StoreError,
 )
-from assay.store.query import get_trace, search_traces
+from assay.store.query import count_traces, get_trace, search_traces
 from assay.tracing._runtime import flush, shutdown
 from assay.tracing.decorator import trace
 from assay.tracing.models import Assessment, Span, SpanEvent, Trace, TraceInfo
@@ -39,6 +39,7 @@ __all__ = [
     "Assessment",
     "ConfigurationError",
     "configure",
+    "count_traces",
     "flush",
     "get_current_span",
     "get_last_trace_id",

@@ -3,7 +3,8 @@ import assay
 PUBLIC = {
     "Assessment", "AssayError", "ConfigurationError", "InvalidFilter", "JudgeError", "LiveSpan",
     "ScorerError", "Span", "SpanEvent", "SpanStatus", "SpanType", "StoreError", "Trace",
-    "TraceInfo", "TraceState", "__version__", "configure", "flush", "get_current_span",
+    "TraceInfo", "TraceState", "__version__", "configure", "count_traces", "flush",
+    "get_current_span",
     "get_last_trace_id", "get_trace", "search_traces", "shutdown", "start_span", "trace",
     "update_current_trace",
 }

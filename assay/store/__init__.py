@@ -91,12 +91,14 @@ class LazyStore:
 
     def search(self, *, experiment: str | None, max_results: int = 100,
                page_token: str | None = None, order: Literal["newest", "oldest"] = "newest",
-               include_spans: bool = True) -> TracePage:
+               include_spans: bool = True, filter_string: str | None = None,
+               order_by: list[str] | None = None) -> TracePage:
         return self.sql.search(experiment=experiment, max_results=max_results,
-                               page_token=page_token, order=order, include_spans=include_spans)
+                               page_token=page_token, order=order, include_spans=include_spans,
+                               filter_string=filter_string, order_by=order_by)
 
-    def count(self, *, experiment: str | None) -> int:
-        return self.sql.count(experiment=experiment)
+    def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
+        return self.sql.count(experiment=experiment, filter_string=filter_string)
 
     def count_spans(self) -> int:
         return self.sql.count_spans()

@@ -65,11 +65,13 @@ class TraceStore(Protocol):
 
     def search(self, *, experiment: str | None, max_results: int, page_token: str | None,
                order: Literal["newest", "oldest"] = "newest",
-               include_spans: bool = True) -> TracePage:
-        """Traces of an experiment (all when ``None``), newest first, one page."""
+               include_spans: bool = True, filter_string: str | None = None,
+               order_by: list[str] | None = None) -> TracePage:
+        """One page of the traces of an experiment (all when ``None``) that match
+        ``filter_string``, ordered by ``order_by`` (newest first by default)."""
 
-    def count(self, *, experiment: str | None) -> int:
-        """How many traces the experiment (all when ``None``) holds."""
+    def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
+        """How many traces match, without fetching them."""
 
     def close(self) -> None:
         """Release connections."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from assay.errors import ConfigurationError, InvalidFilter
+from assay.errors import ConfigurationError
 from assay.tracing import _runtime
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from assay.store import LazyStore
     from assay.tracing.models import Trace
 
-__all__ = ["FRAME_COLUMNS", "get_trace", "search_traces", "traces_to_frame"]
+__all__ = ["FRAME_COLUMNS", "count_traces", "get_trace", "search_traces", "traces_to_frame"]
 
 #: Columns of the frame ``search_traces`` returns, one row per trace.
 FRAME_COLUMNS = ("trace_id", "name", "experiment", "state", "timestamp_ms",
@@ -82,10 +82,17 @@ def search_traces(filter_string: str | None = None, *, experiment: str | None = 
     """Stored traces of an experiment, newest first.
 
     Args:
-        filter_string: reserved for the filter language; must be ``None`` for now.
-        experiment: the experiment to list (default: the configured one);
-            ``"*"`` lists every experiment.
-        order_by: reserved; traces come newest first.
+        filter_string: which traces, in assay's filter language (every MLflow
+            ``search_traces`` filter works unchanged), e.g.
+            ``"trace.status = 'ERROR' AND span.type = 'LLM'"``,
+            ``"tags.env IN ('prod', 'staging') OR feedback.correct = false"``,
+            ``"span.attributes.gen_ai.usage.input_tokens > 1000"``,
+            ``"trace.timestamp_ms > '2026-01-01' AND trace.text LIKE '%refund%'"``.
+        experiment: the experiment to search (default: the configured one);
+            ``"*"`` searches every experiment.
+        order_by: e.g. ``["execution_time_ms DESC"]``, ``["tags.user", "timestamp_ms"]``
+            over trace fields, ``tags.<key>`` and ``metadata.<key>``; the trace id
+            breaks ties. Default: newest first.
         max_results: the page size (1 to 50,000).
         page_token: continue after the page that returned it (a cursor: stable
             while traces are being added).
@@ -97,31 +104,49 @@ def search_traces(filter_string: str | None = None, *, experiment: str | None = 
         The frame or list. The cursor of the next page (``None`` on the last
         page) is ``frame.attrs["next_page_token"]`` or ``traces.next_page_token``.
 
+    Raises:
+        InvalidFilter: the filter or ``order_by`` is malformed (the message shows
+            where and what was expected).
+        ValueError: a bad ``max_results``, ``return_type`` or ``page_token``.
+
     Example:
-        >>> df = assay.search_traces(max_results=10)
+        >>> df = assay.search_traces("trace.status = 'ERROR'", max_results=10)
         >>> df[["trace_id", "name", "state"]]
     """
-    if filter_string not in (None, ""):
-        raise InvalidFilter("filter strings are not supported by this version of assay",
-                            filter_string=str(filter_string), position=0,
-                            hint="pass filter_string=None to list traces")
-    if order_by:
-        raise InvalidFilter("order_by is not supported by this version of assay",
-                            filter_string=", ".join(order_by), position=0)
     if isinstance(max_results, bool) or not isinstance(max_results, int) \
             or not 1 <= max_results <= 50_000:
         raise ValueError(f"max_results must be an integer from 1 to 50000, got {max_results!r}")
     if return_type not in ("pandas", "list"):
         raise ValueError(f"return_type must be 'pandas' or 'list', got {return_type!r}")
-    rt = _runtime.current()
-    exp = rt.experiment if experiment is None else (None if experiment == "*" else experiment)
-    page = _store().search(experiment=exp, max_results=max_results, page_token=page_token,
-                           include_spans=include_spans)
+    page = _store().search(experiment=_experiment(experiment), max_results=max_results,
+                           page_token=page_token, include_spans=include_spans,
+                           filter_string=filter_string or None, order_by=order_by)
     if return_type == "list":
         return TraceList(page.traces, page.next_page_token)
     frame = traces_to_frame(page.traces)
     frame.attrs["next_page_token"] = page.next_page_token
     return frame
+
+
+def _experiment(experiment: str | None) -> str | None:
+    if experiment is None:
+        return _runtime.current().experiment
+    return None if experiment == "*" else experiment
+
+
+def count_traces(filter_string: str | None = None, *, experiment: str | None = None) -> int:
+    """How many stored traces match ``filter_string``, without fetching them.
+
+    Args:
+        filter_string: as for :func:`search_traces`.
+        experiment: the experiment (default: the configured one); ``"*"`` for all.
+
+    Example:
+        >>> assay.count_traces("trace.status = 'ERROR'")
+        3
+    """
+    return _store().count(experiment=_experiment(experiment),
+                          filter_string=filter_string or None)
 
 
 class TraceList(list):

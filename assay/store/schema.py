@@ -128,6 +128,13 @@ assessments = Table(
 #: trigram tokenizer, which also serves LIKE '%...%'). Created by the store.
 FTS_TABLE = "trace_text"
 
+
+def fts_table() -> Table:
+    """A lightweight description of the full-text table, for queries."""
+    from sqlalchemy import column, table
+
+    return table(FTS_TABLE, column("trace_id"), column("content"))  # type: ignore[return-value]
+
 trace_tags = Table(
     "trace_tags", metadata,
     Column("trace_id", String(32), primary_key=True),

@@ -8,7 +8,6 @@ finds the file locked is retried with backoff.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import logging
@@ -20,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, tuple_
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
@@ -438,36 +437,56 @@ class SqlTraceStore:
             traces = self._assemble(conn, [row._mapping], include_spans=True)
         return traces[0]
 
+    def _where(self, experiment: str | None, filter_string: str | None) -> Any:
+        from assay.store.filter_parser import parse_filter
+        from assay.store.filter_sql import compile_filter
+
+        self._get_engines()
+        expr = parse_filter(filter_string) if filter_string else None
+        cond = compile_filter(expr, dialect=self._get_engines()[0].dialect.name, fts=self._fts,
+                              filter_string=filter_string or "")
+        if experiment is not None:
+            cond = and_(s.traces.c.experiment == experiment, cond)
+        return cond
+
     def search(self, *, experiment: str | None, max_results: int = 100,
                page_token: str | None = None, order: Literal["newest", "oldest"] = "newest",
-               include_spans: bool = True) -> TracePage:
-        """One page of traces, newest first, continuing from ``page_token``."""
-        t = s.traces
-        query = select(t)
-        if experiment is not None:
-            query = query.where(t.c.experiment == experiment)
-        key = tuple_(t.c.timestamp_ms, t.c.trace_id)
+               include_spans: bool = True, filter_string: str | None = None,
+               order_by: list[str] | None = None) -> TracePage:
+        """One page of the traces matching ``filter_string``, in ``order_by`` order
+        (newest first by default), continuing after ``page_token``.
+
+        Raises:
+            InvalidFilter: the filter or the ordering is malformed.
+            ValueError: the page token was not issued for this ordering.
+        """
+        from assay.store import ordering
+
+        if order_by is None and order == "oldest":
+            order_by = ["timestamp_ms ASC"]
+        keys = ordering.parse_order_by(order_by)
+        query = select(s.traces).where(self._where(experiment, filter_string))
         if page_token is not None:
-            ts, tid = _decode_token(page_token)
-            query = query.where(key < tuple_(ts, tid) if order == "newest"
-                                else key > tuple_(ts, tid))
-        if order == "newest":
-            query = query.order_by(t.c.timestamp_ms.desc(), t.c.trace_id.desc())
-        else:
-            query = query.order_by(t.c.timestamp_ms.asc(), t.c.trace_id.asc())
+            query = query.where(ordering.keyset_condition(
+                keys, ordering.decode_token(page_token, keys)))
+        labelled = [k.expr.label(f"_sort{i}") for i, k in enumerate(keys)]
+        query = query.add_columns(*labelled).order_by(*ordering.order_clauses(keys))
         query = query.limit(max_results + 1)
         with self._read() as conn:
             rows = [r._mapping for r in conn.execute(query)]
             more = len(rows) > max_results
             rows = rows[:max_results]
             traces = self._assemble(conn, rows, include_spans=include_spans)
-        token = _encode_token(rows[-1]["timestamp_ms"], rows[-1]["trace_id"]) if more else None
+        token = None
+        if more:
+            last = rows[-1]
+            token = ordering.encode_token(keys, [last[f"_sort{i}"] for i in range(len(keys))])
         return TracePage(traces, token)
 
-    def count(self, *, experiment: str | None) -> int:
-        query = select(func.count()).select_from(s.traces)
-        if experiment is not None:
-            query = query.where(s.traces.c.experiment == experiment)
+    def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
+        """How many traces match, without fetching them."""
+        query = select(func.count()).select_from(s.traces).where(
+            self._where(experiment, filter_string))
         with self._read() as conn:
             return int(conn.execute(query).scalar() or 0)
 
@@ -536,19 +555,3 @@ def _span_model(m: Any) -> Span:
         attributes=_loads(m["attributes"]) or {},
         events=[SpanEvent(**e) for e in (_loads(m["events"]) or [])],
     )
-
-
-def _encode_token(ts: int, trace_id: str) -> str:
-    raw = json.dumps([ts, trace_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> tuple[int, str]:
-    try:
-        pad = "=" * (-len(token) % 4)
-        ts, tid = json.loads(base64.urlsafe_b64decode(token + pad))
-        if not isinstance(ts, int) or not isinstance(tid, str):
-            raise ValueError
-        return ts, tid
-    except Exception:
-        raise ValueError(f"page_token {token!r} is not a token returned by search_traces") from None

@@ -238,8 +238,9 @@ def test_unknown_return_type_raises_value_error(tracing):
         assay.search_traces(return_type="dict")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("flt", ["trace.status = 'OK'", "tags.route = '/ask'", "garbage"])
-def test_a_filter_string_raises_invalid_filter(flt, tracing):
+@pytest.mark.parametrize("flt", ["trace.status = ", "tags.route == '/ask'", "garbage",
+                                 "trace.stauts = 'OK'"])
+def test_a_malformed_filter_string_raises_invalid_filter(flt, tracing):
     with pytest.raises(assay.InvalidFilter) as err:
         assay.search_traces(filter_string=flt)
     assert err.value.filter_string == flt

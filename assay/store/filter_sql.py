@@ -1,0 +1,260 @@
+"""The filter language's back half: an AST from ``filter_parser`` to SQLAlchemy Core.
+
+Every literal becomes a bound parameter. Each predicate on something a trace
+has many of (tags, metadata, spans, span attributes, assessments, text)
+becomes ``traces.trace_id IN (subquery)``, so the outer query keeps walking
+the ``(experiment, timestamp_ms)`` index in order and stops at the page size.
+
+Semantics:
+
+- ``span.*`` predicates joined by AND in one group must hold for the same span;
+  ``NOT (span.type = 'TOOL')`` means no span is a TOOL.
+- Typed values (span attributes, feedback, expectations) compare by the
+  literal's type: a number with the numbers stored, ``true``/``false`` with the
+  booleans, a string with the text of the value (so ``'5'`` also finds the
+  number 5, as MLflow's text comparison does). A number never matches text.
+- ``tags.k != 'v'`` and ``NOT IN`` match traces that have the key with another
+  value; ``tags.k IS NULL`` matches traces without the key.
+- ``LIKE`` is case-sensitive and ``ILIKE`` is not, on every database;
+  ``RLIKE`` is a regular-expression search.
+- Only the newest feedback of a name and source counts (older ones are kept,
+  marked overridden).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, true
+from sqlalchemy.sql.elements import literal
+
+from assay.errors import InvalidFilter
+from assay.store import schema as s
+from assay.store.filter_ast import Comparison, Expr, Not, Or, iso_to_epoch_ms
+
+__all__ = ["compile_filter"]
+
+_T = s.traces.c
+_TRACE_COLUMNS = {
+    "status": _T.state, "name": _T.name, "timestamp_ms": _T.timestamp_ms,
+    "execution_time_ms": _T.execution_time_ms, "end_time_ms": _T.end_time_ms,
+    "request_id": _T.trace_id, "client_request_id": _T.client_request_id,
+    "run_id": _T.run_id, "request": _T.request_preview, "response": _T.response_preview,
+}
+_SPAN_KINDS = ("span", "span_attribute")
+
+
+class _Compiler:
+    def __init__(self, dialect: str, fts: bool, filter_string: str) -> None:
+        self.dialect = dialect
+        self.fts = fts
+        self.text = filter_string
+
+    def error(self, message: str, position: int, hint: str | None = None) -> InvalidFilter:
+        return InvalidFilter(message, filter_string=self.text, position=position, hint=hint)
+
+    # -- operators ------------------------------------------------------------
+    def like(self, col: Any, pattern: str, *, insensitive: bool) -> Any:
+        if insensitive:
+            return func.lower(col).like(func.lower(literal(pattern)))
+        if self.dialect == "sqlite":
+            # SQLite's LIKE ignores ASCII case: GLOB with the pattern translated.
+            return col.op("GLOB")(_like_to_glob(pattern))
+        return col.like(pattern)
+
+    def compare(self, col: Any, op: str, value: Any) -> Any:
+        if op == "=":
+            return col == value
+        if op == "!=":
+            return col != value
+        if op == "<":
+            return col < value
+        if op == "<=":
+            return col <= value
+        if op == ">":
+            return col > value
+        if op == ">=":
+            return col >= value
+        if op in ("LIKE", "NOT LIKE", "ILIKE", "NOT ILIKE"):
+            cond = self.like(col, str(value), insensitive="ILIKE" in op)
+            return not_(cond) if op.startswith("NOT") else cond
+        if op == "RLIKE":
+            return col.regexp_match(str(value))
+        if op == "IN":
+            return col.in_(list(value))
+        if op == "NOT IN":
+            return col.not_in(list(value))
+        if op == "IS NULL":
+            return col.is_(None)
+        if op == "IS NOT NULL":
+            return col.is_not(None)
+        raise AssertionError(op)
+
+    def typed(self, table: Any, op: str, value: Any) -> ColumnElement[bool]:
+        """A comparison on a (value_kind, num_value, str_value) row, by the literal's type."""
+        c = table.c
+        if op in ("IN", "NOT IN"):
+            parts = [self.typed(table, "=", v) for v in value]
+            cond = or_(*parts)
+            return not_(cond) if op == "NOT IN" else cond
+        if isinstance(value, bool):
+            cond = and_(c.value_kind == "b", c.num_value == (1.0 if value else 0.0))
+            return and_(c.value_kind == "b", c.num_value != (1.0 if value else 0.0)) \
+                if op == "!=" else cond
+        if isinstance(value, (int, float)):
+            return and_(c.value_kind == "n", self.compare(c.num_value, op, value))
+        return and_(c.str_value.is_not(None), self.compare(c.str_value, op, value))
+
+    # -- fields ---------------------------------------------------------------
+    def trace_field(self, cmp: Comparison) -> ColumnElement[bool]:
+        name = cmp.field.name
+        if name == "text":
+            return self.text_search(cmp)
+        if name == "prompt":
+            raise self.error("trace.prompt is not supported: assay does not link prompts yet",
+                             cmp.field.position)
+        col = _TRACE_COLUMNS[name]
+        value = cmp.value
+        if name in ("timestamp_ms", "end_time_ms"):
+            value = _epoch_ms(value)
+        return self.compare(col, cmp.op, value)
+
+    def text_search(self, cmp: Comparison) -> ColumnElement[bool]:
+        pattern = str(cmp.value)
+        negate = cmp.op.startswith("NOT")
+        insensitive = "ILIKE" in cmp.op
+        if self.fts:
+            fts = s.fts_table()
+            # The trigram index serves LIKE (ignoring case); GLOB re-checks the case.
+            cond: Any = fts.c.content.like(pattern)
+            if not insensitive:
+                cond = and_(cond, fts.c.content.op("GLOB")(_like_to_glob(pattern)))
+            sub = select(fts.c.trace_id).where(cond)
+        else:
+            sp = s.spans.alias("tx")
+            sub = select(sp.c.trace_id).where(or_(
+                self.like(sp.c.inputs, pattern, insensitive=insensitive),
+                self.like(sp.c.outputs, pattern, insensitive=insensitive)))
+        member = _T.trace_id.in_(sub)
+        return not_(member) if negate else member
+
+    def keyed(self, cmp: Comparison) -> ColumnElement[bool]:
+        table = {"tag": s.trace_tags, "metadata": s.trace_metadata}[cmp.field.kind].alias()
+        has_key = select(table.c.trace_id).where(table.c.key == cmp.field.key)
+        if cmp.op == "IS NULL":
+            return _T.trace_id.not_in(has_key)
+        if cmp.op == "IS NOT NULL":
+            return _T.trace_id.in_(has_key)
+        return _T.trace_id.in_(has_key.where(self.compare(table.c.value, cmp.op, cmp.value)))
+
+    def assessment(self, cmp: Comparison) -> ColumnElement[bool]:
+        a = s.assessments.alias()
+        valid = select(a.c.trace_id).where(a.c.kind == cmp.field.kind,
+                                           a.c.name == cmp.field.key,
+                                           a.c.overridden_by.is_(None))
+        if cmp.op == "IS NULL":
+            return _T.trace_id.not_in(valid)
+        if cmp.op == "IS NOT NULL":
+            return _T.trace_id.in_(valid)
+        return _T.trace_id.in_(valid.where(self.typed(a, cmp.op, cmp.value)))
+
+    def span_group(self, items: list[Comparison]) -> ColumnElement[bool]:
+        """Comparisons that must all hold for one and the same span."""
+        plain = [c for c in items if c.field.kind == "span"]
+        attrs = [c for c in items if c.field.kind == "span_attribute"]
+        if not plain and len(attrs) == 1 and attrs[0].op not in ("IS NULL",):
+            return self.attribute_only(attrs[0])
+        sp = s.spans.alias("sp")
+        conds = [self.span_field(sp, c) for c in plain]
+        conds += [self.span_attribute(sp, c) for c in attrs]
+        return _T.trace_id.in_(select(sp.c.trace_id).where(*conds))
+
+    def attribute_only(self, cmp: Comparison) -> ColumnElement[bool]:
+        a = s.span_attributes.alias("sa")
+        sub = select(a.c.trace_id).where(a.c.key == cmp.field.key)
+        if cmp.op != "IS NOT NULL":
+            sub = sub.where(self.typed(a, cmp.op, cmp.value))
+        return _T.trace_id.in_(sub)
+
+    def span_attribute(self, sp: Any, cmp: Comparison) -> ColumnElement[bool]:
+        a = s.span_attributes.alias()
+        match = exists().where(a.c.trace_id == sp.c.trace_id, a.c.span_id == sp.c.span_id,
+                               a.c.key == cmp.field.key)
+        if cmp.op == "IS NULL":
+            return not_(match)
+        if cmp.op == "IS NOT NULL":
+            return match
+        return match.where(self.typed(a, cmp.op, cmp.value))
+
+    def span_field(self, sp: Any, cmp: Comparison) -> ColumnElement[bool]:
+        name = cmp.field.name
+        if name == "content":
+            insensitive = "ILIKE" in cmp.op
+            cond = or_(self.like(sp.c.inputs, str(cmp.value), insensitive=insensitive),
+                       self.like(sp.c.outputs, str(cmp.value), insensitive=insensitive))
+            return not_(cond) if cmp.op.startswith("NOT") else cond
+        if name == "duration_ms":
+            value = cmp.value
+            scaled = tuple(v * 1_000_000 for v in value) if isinstance(value, tuple) \
+                else (None if value is None else value * 1_000_000)
+            return self.compare(sp.c.duration_ns, cmp.op, scaled)
+        col = {"name": sp.c.name, "type": sp.c.span_type, "status": sp.c.status}[name]
+        return self.compare(col, cmp.op, cmp.value)
+
+    # -- structure ------------------------------------------------------------
+    def comparison(self, cmp: Comparison) -> ColumnElement[bool]:
+        kind = cmp.field.kind
+        if kind == "trace":
+            return self.trace_field(cmp)
+        if kind in ("tag", "metadata"):
+            return self.keyed(cmp)
+        if kind in ("feedback", "expectation"):
+            return self.assessment(cmp)
+        if kind in _SPAN_KINDS:
+            return self.span_group([cmp])
+        raise AssertionError(kind)
+
+    def expr(self, node: Expr) -> ColumnElement[bool]:
+        if isinstance(node, Comparison):
+            return self.comparison(node)
+        if isinstance(node, Not):
+            return not_(self.expr(node.item))
+        if isinstance(node, Or):
+            return or_(*(self.expr(i) for i in node.items))
+        spans = [i for i in node.items
+                 if isinstance(i, Comparison) and i.field.kind in _SPAN_KINDS]
+        rest = [self.expr(i) for i in node.items
+                if not (isinstance(i, Comparison) and i.field.kind in _SPAN_KINDS)]
+        if spans:
+            rest.append(self.span_group(spans))
+        return and_(*rest)
+
+
+def _epoch_ms(value: Any) -> Any:
+    if isinstance(value, str):
+        return iso_to_epoch_ms(value)
+    if isinstance(value, tuple):
+        return tuple(_epoch_ms(v) for v in value)
+    return value
+
+
+def _like_to_glob(pattern: str) -> str:
+    out = []
+    for ch in pattern:
+        if ch == "%":
+            out.append("*")
+        elif ch == "_":
+            out.append("?")
+        elif ch in "*?[":
+            out.append(f"[{ch}]")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def compile_filter(expr: Expr | None, *, dialect: str, fts: bool,
+                   filter_string: str = "") -> ColumnElement[bool]:
+    """The WHERE condition on ``traces`` for a parsed filter (``true()`` for none)."""
+    if expr is None:
+        return true()
+    return _Compiler(dialect, fts, filter_string).expr(expr)

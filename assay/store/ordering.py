@@ -1,0 +1,124 @@
+"""``order_by`` for trace searches, and the cursor that pages through any ordering.
+
+An ordering is a list of ``"<field> [ASC|DESC]"`` items over trace fields
+(``timestamp_ms``, ``execution_time_ms``, ``end_time_ms``, ``name``,
+``status``, ``request_id``, ...), ``tags.<key>`` and ``metadata.<key>``; the
+trace id is always appended as the tiebreak. The page token records the last
+row's sort values, so pages continue after it however many traces arrive in
+between (a cursor, not an offset).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, literal, or_, select
+
+from assay.errors import InvalidFilter
+from assay.store import schema as s
+from assay.store.filter_ast import Comparison
+from assay.store.filter_parser import parse_filter
+
+__all__ = ["SortKey", "decode_token", "encode_token", "keyset_condition", "parse_order_by"]
+
+_T = s.traces.c
+_NUMERIC = {"timestamp_ms": _T.timestamp_ms, "execution_time_ms": _T.execution_time_ms,
+            "end_time_ms": _T.end_time_ms}
+_TEXT = {"name": _T.name, "status": _T.state, "request_id": _T.trace_id,
+         "client_request_id": _T.client_request_id, "run_id": _T.run_id}
+
+
+@dataclass(frozen=True)
+class SortKey:
+    label: str
+    expr: Any  # a SQL expression, never NULL
+    descending: bool
+
+
+def _key_expr(text: str, position_hint: str) -> tuple[str, Any]:
+    try:
+        parsed = parse_filter(f"{text} IS NULL")
+    except InvalidFilter as exc:
+        raise InvalidFilter(f"cannot order by {text!r}: {exc.args[0].splitlines()[0]}",
+                            filter_string=position_hint, position=0) from None
+    assert isinstance(parsed, Comparison)
+    field = parsed.field
+    if field.kind == "trace" and field.name in _NUMERIC:
+        return field.name, func.coalesce(_NUMERIC[field.name], -1)
+    if field.kind == "trace" and field.name in _TEXT:
+        return field.name, func.coalesce(_TEXT[field.name], "")
+    if field.kind in ("tag", "metadata"):
+        table = (s.trace_tags if field.kind == "tag" else s.trace_metadata).alias()
+        value = (select(table.c.value)
+                 .where(table.c.trace_id == _T.trace_id, table.c.key == field.key)
+                 .scalar_subquery())
+        prefix = "tags" if field.kind == "tag" else "metadata"
+        return f"{prefix}.{field.key}", func.coalesce(value, "")
+    raise InvalidFilter(f"cannot order by {text!r}: order by a trace field (timestamp_ms, "
+                        "execution_time_ms, end_time_ms, name, status, request_id), "
+                        "tags.<key> or metadata.<key>", filter_string=position_hint, position=0)
+
+
+def parse_order_by(order_by: list[str] | None) -> list[SortKey]:
+    """Sort keys for ``order_by`` (default: newest first), the trace id last."""
+    if order_by is None or len(order_by) == 0:
+        items = ["timestamp_ms DESC"]
+    elif isinstance(order_by, str):
+        raise InvalidFilter("order_by must be a list of strings, e.g. ['timestamp_ms DESC']",
+                            filter_string=order_by, position=0)
+    else:
+        items = list(order_by)
+    keys: list[SortKey] = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise InvalidFilter(f"order_by item {item!r} is not a field name",
+                                filter_string=str(item), position=0)
+        text = item.strip()
+        descending = False
+        head, _, last = text.rpartition(" ")
+        if head and last.upper() in ("ASC", "DESC"):
+            text, descending = head.strip(), last.upper() == "DESC"
+        label, expr = _key_expr(text, item)
+        keys.append(SortKey(label, expr, descending))
+    keys.append(SortKey("trace_id", _T.trace_id, keys[0].descending))
+    return keys
+
+
+def order_clauses(keys: list[SortKey]) -> list[Any]:
+    return [k.expr.desc() if k.descending else k.expr.asc() for k in keys]
+
+
+def keyset_condition(keys: list[SortKey], values: list[Any]) -> Any:
+    """Rows strictly after ``values`` in the ordering ``keys``."""
+    ors = []
+    for i, key in enumerate(keys):
+        equal = [keys[j].expr == literal(values[j]) for j in range(i)]
+        after = key.expr < literal(values[i]) if key.descending else key.expr > literal(values[i])
+        ors.append(and_(*equal, after))
+    return or_(*ors)
+
+
+def _signature(keys: list[SortKey]) -> str:
+    return ",".join(f"{k.label}:{'d' if k.descending else 'a'}" for k in keys)
+
+
+def encode_token(keys: list[SortKey], values: list[Any]) -> str:
+    raw = json.dumps({"o": _signature(keys), "v": values}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, keys: list[SortKey]) -> list[Any]:
+    """The sort values a page token carries. Raises ValueError for a foreign token."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        values = data["v"]
+        if data["o"] != _signature(keys) or not isinstance(values, list) \
+                or len(values) != len(keys):
+            raise ValueError
+        return values
+    except Exception:
+        raise ValueError(f"page_token {token!r} is not a token returned by search_traces "
+                         "with this order_by") from None
