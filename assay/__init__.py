@@ -20,6 +20,7 @@ from assay.errors import (
     ScorerError,
     StoreError,
 )
+from assay.store.feedback import AssessmentSource, log_expectation, log_feedback
 from assay.store.query import count_traces, get_trace, search_traces
 from assay.tracing._runtime import flush, shutdown
 from assay.tracing.decorator import trace
@@ -37,6 +38,7 @@ __all__ = [
     "__version__",
     "AssayError",
     "Assessment",
+    "AssessmentSource",
     "ConfigurationError",
     "configure",
     "count_traces",
@@ -47,6 +49,8 @@ __all__ = [
     "InvalidFilter",
     "JudgeError",
     "LiveSpan",
+    "log_expectation",
+    "log_feedback",
     "ScorerError",
     "search_traces",
     "shutdown",

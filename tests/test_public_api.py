@@ -1,12 +1,11 @@
 import assay
 
 PUBLIC = {
-    "Assessment", "AssayError", "ConfigurationError", "InvalidFilter", "JudgeError", "LiveSpan",
-    "ScorerError", "Span", "SpanEvent", "SpanStatus", "SpanType", "StoreError", "Trace",
-    "TraceInfo", "TraceState", "__version__", "configure", "count_traces", "flush",
-    "get_current_span",
-    "get_last_trace_id", "get_trace", "search_traces", "shutdown", "start_span", "trace",
-    "update_current_trace",
+    "__version__", "AssayError", "Assessment", "AssessmentSource", "ConfigurationError",
+    "configure", "count_traces", "flush", "get_current_span", "get_last_trace_id", "get_trace",
+    "InvalidFilter", "JudgeError", "LiveSpan", "log_expectation", "log_feedback", "ScorerError",
+    "search_traces", "shutdown", "Span", "SpanEvent", "SpanStatus", "SpanType", "start_span",
+    "StoreError", "trace", "Trace", "TraceInfo", "TraceState", "update_current_trace",
 }
 
 

@@ -21,7 +21,7 @@ from assay.store.base import SpanRecord, TracePage, TraceStore
 
 if TYPE_CHECKING:
     from assay.store.sql import SqlTraceStore
-    from assay.tracing.models import Trace
+    from assay.tracing.models import Assessment, Trace
 
 __all__ = ["LazyStore", "SpanRecord", "TracePage", "TraceStore", "open_store"]
 
@@ -96,6 +96,9 @@ class LazyStore:
         return self.sql.search(experiment=experiment, max_results=max_results,
                                page_token=page_token, order=order, include_spans=include_spans,
                                filter_string=filter_string, order_by=order_by)
+
+    def log_assessment(self, assessment: Assessment) -> None:
+        self.sql.log_assessment(assessment)
 
     def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
         return self.sql.count(experiment=experiment, filter_string=filter_string)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from assay.tracing.models import Trace
+    from assay.tracing.models import Assessment, Trace
 
 __all__ = ["SpanRecord", "TracePage", "TraceStore"]
 
@@ -72,6 +72,10 @@ class TraceStore(Protocol):
 
     def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
         """How many traces match, without fetching them."""
+
+    def log_assessment(self, assessment: Assessment) -> None:
+        """Store feedback or an expectation; it overrides the valid one of the same
+        trace, kind, name and source."""
 
     def close(self) -> None:
         """Release connections."""

@@ -25,7 +25,8 @@ FRAME_COLUMNS = ("trace_id", "name", "experiment", "state", "timestamp_ms",
                  "assessments", "trace")
 
 
-def _store() -> LazyStore:
+def store() -> LazyStore:
+    """The live configuration's trace store."""
     rt = _runtime.current()
     if rt.store is None:
         raise ConfigurationError("no trace store is configured: call assay.configure(store=...)")
@@ -43,7 +44,7 @@ def get_trace(trace_id: str) -> Trace | None:
     """
     if not isinstance(trace_id, str) or not trace_id:
         raise TypeError(f"get_trace() needs a trace id string, got {trace_id!r}")
-    return _store().get_trace(trace_id)
+    return store().get_trace(trace_id)
 
 
 def traces_to_frame(traces: list[Trace]) -> pd.DataFrame:
@@ -118,7 +119,7 @@ def search_traces(filter_string: str | None = None, *, experiment: str | None = 
         raise ValueError(f"max_results must be an integer from 1 to 50000, got {max_results!r}")
     if return_type not in ("pandas", "list"):
         raise ValueError(f"return_type must be 'pandas' or 'list', got {return_type!r}")
-    page = _store().search(experiment=_experiment(experiment), max_results=max_results,
+    page = store().search(experiment=_experiment(experiment), max_results=max_results,
                            page_token=page_token, include_spans=include_spans,
                            filter_string=filter_string or None, order_by=order_by)
     if return_type == "list":
@@ -145,7 +146,7 @@ def count_traces(filter_string: str | None = None, *, experiment: str | None = N
         >>> assay.count_traces("trace.status = 'ERROR'")
         3
     """
-    return _store().count(experiment=_experiment(experiment),
+    return store().count(experiment=_experiment(experiment),
                           filter_string=filter_string or None)
 
 

@@ -28,7 +28,7 @@ from assay.errors import StoreError
 from assay.store import schema as s
 from assay.store.base import SpanRecord, TracePage
 from assay.store.values import typed_value
-from assay.tracing.models import Span, SpanEvent, Trace, TraceInfo
+from assay.tracing.models import Assessment, Span, SpanEvent, Trace, TraceInfo
 
 __all__ = ["SqlTraceStore"]
 
@@ -426,6 +426,26 @@ class SqlTraceStore:
             r.end_time_ns // 1_000_000 if rooted else None,
         )
 
+    def log_assessment(self, a: Assessment) -> None:
+        """Store an assessment, marking the valid one it overrides."""
+        kind, num, text = typed_value(a.value)
+        prior = s.assessments.c
+        same_source = (prior.source_id.is_(None) if a.source_id is None
+                       else prior.source_id == a.source_id)
+        with self._write() as conn:
+            conn.execute(s.assessments.update().where(
+                prior.trace_id == a.trace_id, prior.kind == a.kind, prior.name == a.name,
+                prior.source_type == a.source_type, same_source,
+                prior.overridden_by.is_(None)).values(overridden_by=a.assessment_id))
+            conn.execute(s.assessments.insert(), {
+                "assessment_id": a.assessment_id, "trace_id": a.trace_id, "span_id": a.span_id,
+                "name": a.name, "kind": a.kind,
+                "value_json": json.dumps(a.value, ensure_ascii=False),
+                "value_kind": kind, "num_value": num, "str_value": text,
+                "rationale": a.rationale, "source_type": a.source_type,
+                "source_id": a.source_id, "metadata_json": json.dumps(a.metadata),
+                "error": a.error, "created_time_ms": a.created_time_ms, "overridden_by": None})
+
     # -- reading --------------------------------------------------------------
     def get_trace(self, trace_id: str) -> Trace | None:
         """The trace with this id (32 hex characters), or ``None``."""
@@ -502,12 +522,17 @@ class SqlTraceStore:
         tags: dict[str, dict[str, str]] = {i: {} for i in ids}
         meta: dict[str, dict[str, str]] = {i: {} for i in ids}
         spans: dict[str, list[Span]] = {i: [] for i in ids}
+        assessments: dict[str, list[Assessment]] = {i: [] for i in ids}
         for chunk in _chunks(ids, 500):
             for table, target in ((s.trace_tags, tags), (s.trace_metadata, meta)):
                 for tid, key, value in conn.execute(
                         select(table.c.trace_id, table.c.key, table.c.value)
                         .where(table.c.trace_id.in_(chunk))):
                     target[tid][key] = value
+            a = s.assessments.c
+            for row in conn.execute(select(s.assessments).where(a.trace_id.in_(chunk))
+                                    .order_by(a.created_time_ms, a.assessment_id)):
+                assessments[row.trace_id].append(_assessment_model(row._mapping))
             if include_spans:
                 for sp in conn.execute(select(s.spans).where(s.spans.c.trace_id.in_(chunk))):
                     spans[sp.trace_id].append(_span_model(sp._mapping))
@@ -518,7 +543,7 @@ class SqlTraceStore:
                 trace_id=tid, experiment=r["experiment"], name=r["name"], state=r["state"],
                 timestamp_ms=r["timestamp_ms"], execution_time_ms=r["execution_time_ms"],
                 request_preview=r["request_preview"], response_preview=r["response_preview"],
-                tags=tags[tid], metadata=meta[tid])
+                tags=tags[tid], metadata=meta[tid], assessments=assessments[tid])
             span_list = sorted(spans[tid], key=lambda x: (x.start_time_ns, x.span_id))
             out.append(Trace(info=info, spans=span_list))
         return out
@@ -544,6 +569,15 @@ def _loads(text: str | None) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _assessment_model(m: Any) -> Assessment:
+    return Assessment(
+        assessment_id=m["assessment_id"], trace_id=m["trace_id"], name=m["name"],
+        kind=m["kind"], value=_loads(m["value_json"]), rationale=m["rationale"],
+        source_type=m["source_type"], source_id=m["source_id"], span_id=m["span_id"],
+        metadata=_loads(m["metadata_json"]) or {}, error=m["error"],
+        created_time_ms=m["created_time_ms"], overridden_by=m["overridden_by"])
 
 
 def _span_model(m: Any) -> Span:
