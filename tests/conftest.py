@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import assay  # noqa: E402
 from assay.tracing.models import Trace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The PostgreSQL server the store tests use (.ci/run starts it when it is down).
+PG_URL = os.environ.get("PG_TEST_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +46,38 @@ def tracing(db_uri: str) -> str:
     """assay configured on a fresh SQLite file, experiment 'test'."""
     assay.configure(store=db_uri, experiment="test", flush_interval_ms=50)
     return db_uri
+
+
+@pytest.fixture
+def pg_uri() -> Iterator[str]:
+    """A store URI on the test PostgreSQL server, in a schema of this test's own."""
+    import psycopg
+
+    schema = f"assay_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        assay.shutdown()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_uri(request: pytest.FixtureRequest, db_uri: str) -> str:
+    """The same test on a fresh SQLite file and on a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return db_uri
+    uri: str = request.getfixturevalue("pg_uri")
+    return uri
+
+
+@pytest.fixture
+def tracing_any(store_uri: str) -> str:
+    """assay configured on each store backend in turn, experiment 'test'."""
+    assay.configure(store=store_uri, experiment="test", flush_interval_ms=50)
+    return store_uri
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@
 - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``: an SQLite file
   (created on first use, with its directory's parent required to exist);
 - ``memory://`` (or ``sqlite://``, ``sqlite:///:memory:``): an in-memory SQLite
-  database, private to this process, for tests.
+  database, private to this process, for tests;
+- ``postgresql://user:password@host:port/database``: a PostgreSQL database shared
+  by many machines (``pip install 'assay[postgres]'``, psycopg 3).
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class LazyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sql, name)
 
-_SCHEMES = "sqlite:///path.db, memory://"
+_SCHEMES = "sqlite:///path.db, memory://, postgresql://user@host:port/database"
 
 
 _LIVE: weakref.WeakSet[LazyStore] = weakref.WeakSet()
@@ -183,6 +185,15 @@ def open_store(uri: str) -> LazyStore:
             raise ConfigurationError(
                 f"store URI {uri!r}: the directory {directory!r} does not exist")
         return LazyStore(text, f"sqlite+pysqlite:///{path}")
+    if text.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                f"store URI {uri!r} needs the PostgreSQL driver: pip install 'assay[postgres]'"
+            ) from None
+        rest = text.split("://", 1)[1]
+        return LazyStore(text, f"postgresql+psycopg://{rest}")
     scheme = text.split(":", 1)[0] if ":" in text else text
     raise ConfigurationError(
         f"unknown trace store URI {uri!r} (scheme {scheme!r}); assay understands {_SCHEMES}")

@@ -123,7 +123,12 @@ class _Compiler:
         pattern = str(cmp.value)
         negate = cmp.op.startswith("NOT")
         insensitive = "ILIKE" in cmp.op
-        if self.fts:
+        if self.fts and self.dialect == "postgresql":
+            fts = s.fts_table()  # pg_trgm serves LIKE and ILIKE alike
+            content = fts.c.content
+            sub = select(fts.c.trace_id).where(
+                content.ilike(pattern) if insensitive else content.like(pattern))
+        elif self.fts:
             fts = s.fts_table()
             # The trigram index serves LIKE (ignoring case); GLOB re-checks the case.
             cond: Any = fts.c.content.like(pattern)

@@ -63,7 +63,9 @@ _BUSY_TIMEOUT_MS = 30_000
 _FORK_WAIT_S = 5.0
 
 
-def _sqlite_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
+def _make_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True)
     if memory:
         engine = create_engine(url, poolclass=StaticPool,
                                connect_args={"check_same_thread": False})
@@ -161,8 +163,9 @@ class SqlTraceStore:
             return engines
         with self._lock:
             if self._engines is None:
-                writer = _sqlite_engine(self._url, immediate=True, memory=self._memory)
-                reader = writer if self._memory else _sqlite_engine(
+                writer = _make_engine(self._url, immediate=True, memory=self._memory)
+                shared = self._memory or self._url.startswith("postgresql")
+                reader = writer if shared else _make_engine(
                     self._url, immediate=False, memory=False)
                 # Connect once outside any transaction: the dialect's first-connect
                 # work (and its imports) happen here, not under the fork guard.
@@ -205,6 +208,26 @@ class SqlTraceStore:
         return None if value is None else int(value)
 
     def _create_text_index(self, conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            # A plain table with a trigram GIN index, which serves LIKE and ILIKE.
+            conn.exec_driver_sql(
+                f"CREATE TABLE IF NOT EXISTS {s.FTS_TABLE} (rowid BIGINT PRIMARY KEY, "
+                "trace_id VARCHAR(32) NOT NULL, content TEXT NOT NULL)")
+            conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_{s.FTS_TABLE}_trace_id "
+                                 f"ON {s.FTS_TABLE} (trace_id)")
+            try:
+                with conn.begin_nested():
+                    conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                    # The extension may live in another schema than the store's.
+                    where = conn.exec_driver_sql(
+                        "SELECT extnamespace::regnamespace::text FROM pg_extension "
+                        "WHERE extname = 'pg_trgm'").scalar()
+                    conn.exec_driver_sql(
+                        f"CREATE INDEX IF NOT EXISTS ix_{s.FTS_TABLE}_content ON "
+                        f"{s.FTS_TABLE} USING gin (content {where}.gin_trgm_ops)")
+            except Exception as exc:  # no pg_trgm: LIKE scans the text table
+                log.warning("assay: no trigram index on PostgreSQL (%s)", exc)
+            return
         if conn.dialect.name != "sqlite":
             return
         try:
@@ -216,6 +239,10 @@ class SqlTraceStore:
 
     @staticmethod
     def _has_text_index(conn: Connection) -> bool:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy import inspect
+
+            return inspect(conn).has_table(s.FTS_TABLE)
         if conn.dialect.name != "sqlite":
             return False
         row = conn.exec_driver_sql(
@@ -232,7 +259,7 @@ class SqlTraceStore:
         """
         from assay.store.migrate import upgrade_schema
 
-        writer = _sqlite_engine(self._url, immediate=True, memory=self._memory)
+        writer = _make_engine(self._url, immediate=True, memory=self._memory)
         try:
             with self._fork_guard, writer.begin() as conn:
                 before = self._stored_version(conn)
@@ -266,7 +293,13 @@ class SqlTraceStore:
                                  if r.inputs_json is not None or r.outputs_json is not None])
 
     def _insert_text(self, conn: Connection, rows: list[tuple[int, str, str]]) -> None:
-        if rows:
+        if rows and conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                f"INSERT INTO {s.FTS_TABLE} (rowid, trace_id, content) "
+                "VALUES (%(r)s, %(t)s, %(c)s) ON CONFLICT (rowid) DO UPDATE "
+                "SET trace_id = excluded.trace_id, content = excluded.content",
+                [{"r": r, "t": t, "c": c.replace("\x00", "")} for r, t, c in rows])
+        elif rows:
             sql = (f"INSERT OR REPLACE INTO {s.FTS_TABLE} (rowid, trace_id, content) "
                    "VALUES (?, ?, ?)")
             for i in range(0, len(rows), _ROWS_PER_STATEMENT):

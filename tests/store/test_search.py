@@ -18,9 +18,9 @@ T0_MS = 1_700_000_000_000
 
 
 @pytest.fixture
-def writer(tracing: str) -> Iterator[TraceStore]:
+def writer(tracing_any: str) -> Iterator[TraceStore]:
     """A second store object on the file the configured runtime reads."""
-    store = open_store(tracing)
+    store = open_store(tracing_any)
     yield store
     store.close()
 
@@ -79,7 +79,7 @@ def traced_calls(count: int) -> list[str]:
 # -- listing --------------------------------------------------------------------------
 
 
-def test_search_lists_the_configured_experiment_newest_first(tracing):
+def test_search_lists_the_configured_experiment_newest_first(tracing_any):
     ids = traced_calls(5)
     found = assay.search_traces(return_type="list")
     assert [t.info.trace_id for t in found] == list(reversed(ids))
@@ -88,10 +88,10 @@ def test_search_lists_the_configured_experiment_newest_first(tracing):
     assert {t.info.experiment for t in found} == {"test"}
 
 
-def test_other_experiments_are_excluded_and_star_lists_every_experiment(db_uri):
-    assay.configure(store=db_uri, experiment="alpha", flush_interval_ms=50)
+def test_other_experiments_are_excluded_and_star_lists_every_experiment(store_uri):
+    assay.configure(store=store_uri, experiment="alpha", flush_interval_ms=50)
     alpha = traced_calls(2)
-    assay.configure(store=db_uri, experiment="beta", flush_interval_ms=50)
+    assay.configure(store=store_uri, experiment="beta", flush_interval_ms=50)
     beta = traced_calls(3)
 
     def ids(**kwargs: object) -> list[str]:
@@ -103,7 +103,7 @@ def test_other_experiments_are_excluded_and_star_lists_every_experiment(db_uri):
     assert ids(experiment="gamma") == []
 
 
-def test_list_return_type_gives_traces_with_a_next_page_token(tracing):
+def test_list_return_type_gives_traces_with_a_next_page_token(tracing_any):
     ids = traced_calls(4)
 
     everything = assay.search_traces(return_type="list")
@@ -121,7 +121,7 @@ def test_list_return_type_gives_traces_with_a_next_page_token(tracing):
     assert rest.next_page_token is None
 
 
-def test_frame_has_the_frame_columns_and_one_row_per_trace(tracing):
+def test_frame_has_the_frame_columns_and_one_row_per_trace(tracing_any):
     @assay.trace
     def handler(question: str, k: int = 2) -> str:
         assay.update_current_trace(tags={"route": "/ask"}, metadata={"user": "ann"})
@@ -154,7 +154,7 @@ def test_frame_has_the_frame_columns_and_one_row_per_trace(tracing):
         assert row["timestamp_ms"] == trace.info.timestamp_ms
 
 
-def test_frame_of_an_empty_store_has_the_columns_and_no_rows(tracing):
+def test_frame_of_an_empty_store_has_the_columns_and_no_rows(tracing_any):
     frame = assay.search_traces()
     assert list(frame.columns) == list(FRAME_COLUMNS)
     assert len(frame) == 0
@@ -163,7 +163,7 @@ def test_frame_of_an_empty_store_has_the_columns_and_no_rows(tracing):
     assert list(empty) == [] and empty.next_page_token is None
 
 
-def test_include_spans_false_lists_traces_without_their_spans(tracing):
+def test_include_spans_false_lists_traces_without_their_spans(tracing_any):
     ids = traced_calls(2)
     found = assay.search_traces(return_type="list", include_spans=False)
     assert [t.trace_id for t in found] == list(reversed(ids))
@@ -219,7 +219,7 @@ def test_traces_added_between_pages_do_not_make_the_walk_repeat_or_skip(writer):
     base64.urlsafe_b64encode(b'["x", 1]').decode(),
     base64.urlsafe_b64encode(b'{"ts": 1}').decode(),
 ])
-def test_a_page_token_not_returned_by_search_raises_value_error(token, tracing):
+def test_a_page_token_not_returned_by_search_raises_value_error(token, tracing_any):
     with pytest.raises(ValueError, match="page_token"):
         assay.search_traces(page_token=token)
 
@@ -228,19 +228,19 @@ def test_a_page_token_not_returned_by_search_raises_value_error(token, tracing):
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, "3", 3.0, None, 50_001])
-def test_max_results_must_be_a_positive_integer(bad, tracing):
+def test_max_results_must_be_a_positive_integer(bad, tracing_any):
     with pytest.raises(ValueError, match="max_results"):
         assay.search_traces(max_results=bad)
 
 
-def test_unknown_return_type_raises_value_error(tracing):
+def test_unknown_return_type_raises_value_error(tracing_any):
     with pytest.raises(ValueError, match="return_type"):
         assay.search_traces(return_type="dict")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("flt", ["trace.status = ", "tags.route == '/ask'", "garbage",
                                  "trace.stauts = 'OK'"])
-def test_a_malformed_filter_string_raises_invalid_filter(flt, tracing):
+def test_a_malformed_filter_string_raises_invalid_filter(flt, tracing_any):
     with pytest.raises(assay.InvalidFilter) as err:
         assay.search_traces(filter_string=flt)
     assert err.value.filter_string == flt

@@ -1,0 +1,128 @@
+"""The same store behaviour on SQLite and on PostgreSQL (exact id sets on both)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import pytest
+
+import assay
+from assay.exporters import stats
+
+
+@assay.trace(span_type="TOOL", attributes={"model": "gpt-4o", "tokens": 1500, "ok": True})
+def tool(q):
+    return f"refund policy for {q}"
+
+
+@assay.trace(span_type="AGENT")
+def agent(q, env):
+    assay.update_current_trace(tags={"env": env, "case": q}, metadata={"user": f"u-{q}"})
+    if q == "boom":
+        raise ValueError("boom")
+    return tool(q)
+
+
+@pytest.fixture
+def corpus(tracing_any) -> dict[str, str]:
+    ids = {}
+    for q, env in [("a", "prod"), ("b", "dev"), ("boom", "prod"), ("Kettle", "staging"),
+                   ("ключ", "prod")]:
+        with contextlib.suppress(ValueError):
+            agent(q, env)
+        ids[q] = assay.get_last_trace_id()
+    assert assay.flush()
+    assay.log_feedback(ids["a"], "correct", True, source="LLM_JUDGE")
+    assay.log_feedback(ids["a"], "correct", False, source="LLM_JUDGE")  # overrides
+    assay.log_feedback(ids["b"], "correct", True)
+    assay.log_feedback(ids["Kettle"], "score", 4.5)
+    assay.log_expectation(ids["ключ"], "answer", "Paris")
+    return ids
+
+
+def _cases(flt: str, **kwargs) -> set[str]:
+    found = assay.search_traces(flt, return_type="list", max_results=1000, **kwargs)
+    assert assay.count_traces(flt) == len(found)
+    return {t.info.tags["case"] for t in found}
+
+
+@pytest.mark.parametrize(("flt", "expected"), [
+    ("trace.status = 'ERROR'", {"boom"}),
+    ("status != 'ERROR'", {"a", "b", "Kettle", "ключ"}),
+    ("tags.env = 'prod'", {"a", "boom", "ключ"}),
+    ("tags.env IN ('dev', 'staging')", {"b", "Kettle"}),
+    ("tags.env != 'prod'", {"b", "Kettle"}),
+    ("tags.missing IS NULL", {"a", "b", "boom", "Kettle", "ключ"}),
+    ("metadata.user = 'u-a' OR metadata.user = 'u-b'", {"a", "b"}),
+    ("span.type = 'TOOL'", {"a", "b", "Kettle", "ключ"}),
+    ("NOT (span.type = 'TOOL')", {"boom"}),
+    ("span.type = 'TOOL' AND span.name = 'agent'", set()),
+    ("span.attributes.tokens > 1000", {"a", "b", "Kettle", "ключ"}),
+    ("span.attributes.tokens = '1500'", {"a", "b", "Kettle", "ключ"}),
+    ("span.attributes.model = 'gpt-4o' AND span.attributes.ok = true",
+     {"a", "b", "Kettle", "ключ"}),
+    ("feedback.correct = false", {"a"}),
+    ("feedback.correct = true", {"b"}),
+    ("feedback.score >= 4", {"Kettle"}),
+    ("expectation.answer = 'Paris'", {"ключ"}),
+    ("trace.text LIKE '%Kettle%'", {"Kettle"}),
+    ("trace.text LIKE '%kettle%'", set()),
+    ("trace.text ILIKE '%kettle%'", {"Kettle"}),
+    ("trace.text LIKE '%ключ%'", {"ключ"}),
+    ("name RLIKE '^ag' AND tags.case LIKE 'K%'", {"Kettle"}),
+    ("timestamp_ms > '2020-01-01' AND execution_time_ms >= 0",
+     {"a", "b", "boom", "Kettle", "ключ"}),
+])
+def test_filters_give_the_same_sets_on_both_backends(corpus, flt, expected):
+    assert _cases(flt) == expected
+
+
+def test_order_by_and_cursor_on_both_backends(corpus):
+    seen, token = [], None
+    while True:
+        page = assay.search_traces(order_by=["tags.case ASC"], max_results=2,
+                                   page_token=token, return_type="list")
+        seen.extend(t.info.tags["case"] for t in page)
+        token = page.next_page_token
+        if token is None:
+            break
+    assert seen == sorted(["a", "b", "boom", "Kettle", "ключ"])
+
+
+def test_overridden_feedback_is_kept_on_the_trace(corpus):
+    trace = assay.get_trace(corpus["a"])
+    values = [(a.value, a.overridden_by is None) for a in trace.info.assessments]
+    assert values == [(True, False), (False, True)]
+
+
+def test_spans_exported_twice_are_stored_once(tracing_any):
+    from assay.exporters._convert import to_record
+    from assay.exporters.memory import InMemorySpanExporter
+    from assay.tracing import _runtime
+
+    memory = InMemorySpanExporter()
+    assay.configure(store=tracing_any, exporters=[memory])
+    agent("a", "prod")
+    assert assay.flush()
+    store = _runtime.current().store
+    store.write_spans([to_record(s) for s in memory.raw])
+    store.write_spans([to_record(s) for s in reversed(memory.raw)])
+    assert store.count_spans() == 2
+    trace = assay.get_trace(assay.get_last_trace_id())
+    assert trace.info.state == "OK" and trace.info.name == "agent"
+
+
+def test_threads_writing_at_once_lose_nothing(tracing_any):
+    def work():
+        for i in range(20):
+            agent(f"t{i}", "prod")
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert assay.flush()
+    assert assay.count_traces() == 120
+    assert stats()[0]["failed"] == 0
