@@ -21,7 +21,14 @@ from assay.errors import (
     StoreError,
 )
 from assay.store.feedback import AssessmentSource, log_expectation, log_feedback
-from assay.store.query import count_traces, get_trace, search_traces
+from assay.store.query import (
+    count_traces,
+    delete_trace_tag,
+    delete_traces,
+    get_trace,
+    search_traces,
+    set_trace_tag,
+)
 from assay.tracing._runtime import flush, shutdown
 from assay.tracing.decorator import trace
 from assay.tracing.models import Assessment, Span, SpanEvent, Trace, TraceInfo
@@ -42,6 +49,8 @@ __all__ = [
     "ConfigurationError",
     "configure",
     "count_traces",
+    "delete_trace_tag",
+    "delete_traces",
     "flush",
     "get_current_span",
     "get_last_trace_id",
@@ -53,6 +62,7 @@ __all__ = [
     "log_feedback",
     "ScorerError",
     "search_traces",
+    "set_trace_tag",
     "shutdown",
     "Span",
     "SpanEvent",

@@ -99,6 +99,14 @@ class LazyStore:
                                page_token=page_token, order=order, include_spans=include_spans,
                                filter_string=filter_string, order_by=order_by)
 
+    def delete_traces(self, *, experiment: str | None, filter_string: str | None,
+                      before_ms: int | None) -> int:
+        return self.sql.delete_traces(experiment=experiment, filter_string=filter_string,
+                                      before_ms=before_ms)
+
+    def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
+        self.sql.set_tag(trace_id, key, value)
+
     def log_assessment(self, assessment: Assessment) -> None:
         self.sql.log_assessment(assessment)
 

@@ -77,5 +77,13 @@ class TraceStore(Protocol):
         """Store feedback or an expectation; it overrides the valid one of the same
         trace, kind, name and source."""
 
+    def delete_traces(self, *, experiment: str | None, filter_string: str | None,
+                      before_ms: int | None) -> int:
+        """Delete matching traces (started before ``before_ms`` when given) and
+        everything attached to them; returns how many were deleted."""
+
+    def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
+        """Set, or with ``None`` remove, one tag of a stored trace."""
+
     def close(self) -> None:
         """Release connections."""

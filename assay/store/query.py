@@ -6,6 +6,7 @@ what users asked for (a pandas frame or a list of :class:`~assay.Trace`).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from assay.errors import ConfigurationError
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
     from assay.store import LazyStore
     from assay.tracing.models import Trace
 
-__all__ = ["FRAME_COLUMNS", "count_traces", "get_trace", "search_traces", "traces_to_frame"]
+__all__ = ["FRAME_COLUMNS", "count_traces", "delete_trace_tag", "delete_traces", "get_trace",
+           "search_traces", "set_trace_tag", "traces_to_frame"]
 
 #: Columns of the frame ``search_traces`` returns, one row per trace.
 FRAME_COLUMNS = ("trace_id", "name", "experiment", "state", "timestamp_ms",
@@ -148,6 +150,70 @@ def count_traces(filter_string: str | None = None, *, experiment: str | None = N
     """
     return store().count(experiment=_experiment(experiment),
                           filter_string=filter_string or None)
+
+
+def delete_traces(filter_string: str | None = None, *, experiment: str | None = None,
+                  older_than: timedelta | datetime | str | None = None) -> int:
+    """Delete stored traces (their spans, tags, metadata and assessments with them).
+
+    Args:
+        filter_string: which traces, as for :func:`search_traces`.
+        experiment: the experiment (default: the configured one); ``"*"`` for all.
+        older_than: only traces that started before this: a ``timedelta`` (age),
+            a ``datetime`` or an ISO date string (naive means UTC).
+
+    Returns:
+        The number of traces deleted.
+
+    Raises:
+        ValueError: neither a filter nor ``older_than`` was given (to delete every
+            trace of the experiment say so: ``delete_traces("trace.timestamp_ms >= 0")``).
+        InvalidFilter: a malformed filter.
+
+    Example:
+        >>> assay.delete_traces(older_than=timedelta(days=30))
+        1204
+    """
+    if not filter_string and older_than is None:
+        raise ValueError("delete_traces() needs filter_string or older_than")
+    before_ms = None if older_than is None else _cutoff_ms(older_than)
+    return store().delete_traces(experiment=_experiment(experiment),
+                                 filter_string=filter_string or None, before_ms=before_ms)
+
+
+def _cutoff_ms(older_than: timedelta | datetime | str) -> int:
+    if isinstance(older_than, timedelta):
+        return int((datetime.now(timezone.utc) - older_than).timestamp() * 1000)
+    if isinstance(older_than, datetime):
+        when = older_than if older_than.tzinfo else older_than.replace(tzinfo=timezone.utc)
+        return int(when.timestamp() * 1000)
+    if isinstance(older_than, str):
+        from assay.store.filter_ast import parse_iso_datetime
+
+        parsed = parse_iso_datetime(older_than)
+        if parsed is not None:
+            return _cutoff_ms(parsed)
+    raise ValueError(f"older_than={older_than!r}: expected a timedelta, a datetime or an "
+                     "ISO date such as '2026-01-31'")
+
+
+def set_trace_tag(trace_id: str, key: str, value: str) -> None:
+    """Set a tag on a stored trace (finished or not); filter with ``tags.<key>``."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"set_trace_tag(key={key!r}): expected a non-empty string")
+    store().set_tag(_trace_id(trace_id, "set_trace_tag"), key, str(value))
+
+
+def delete_trace_tag(trace_id: str, key: str) -> None:
+    """Remove a tag from a stored trace (nothing happens if it has none)."""
+    store().set_tag(_trace_id(trace_id, "delete_trace_tag"), key, None)
+
+
+def _trace_id(trace_id: str, where: str) -> str:
+    if not isinstance(trace_id, str) or len(trace_id) != 32 or \
+            any(c not in "0123456789abcdefABCDEF" for c in trace_id):
+        raise ValueError(f"{where}(trace_id={trace_id!r}): expected 32 hex characters")
+    return trace_id.lower()
 
 
 class TraceList(list):

@@ -479,6 +479,36 @@ class SqlTraceStore:
                 "source_id": a.source_id, "metadata_json": json.dumps(a.metadata),
                 "error": a.error, "created_time_ms": a.created_time_ms, "overridden_by": None})
 
+    def delete_traces(self, *, experiment: str | None, filter_string: str | None,
+                      before_ms: int | None) -> int:
+        """Delete the matching traces with everything attached; returns how many."""
+        cond = self._where(experiment, filter_string)
+        if before_ms is not None:
+            cond = and_(cond, s.traces.c.timestamp_ms < before_ms)
+        deleted = 0
+        while True:
+            with self._write() as conn:
+                ids = [r[0] for r in conn.execute(
+                    select(s.traces.c.trace_id).where(cond).limit(500))]
+                if not ids:
+                    return deleted
+                for table in (s.spans, s.span_attributes, s.trace_tags, s.trace_metadata,
+                              s.assessments):
+                    conn.execute(table.delete().where(table.c.trace_id.in_(ids)))
+                if self._fts:
+                    fts = s.fts_table()
+                    conn.execute(fts.delete().where(fts.c.trace_id.in_(ids)))
+                conn.execute(s.traces.delete().where(s.traces.c.trace_id.in_(ids)))
+                deleted += len(ids)
+
+    def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
+        """Set (or with ``None`` remove) one tag of a stored trace."""
+        t = s.trace_tags
+        with self._write() as conn:
+            conn.execute(t.delete().where(t.c.trace_id == trace_id, t.c.key == key))
+            if value is not None:
+                conn.execute(t.insert(), {"trace_id": trace_id, "key": key, "value": value})
+
     # -- reading --------------------------------------------------------------
     def get_trace(self, trace_id: str) -> Trace | None:
         """The trace with this id (32 hex characters), or ``None``."""

@@ -126,3 +126,36 @@ def test_threads_writing_at_once_lose_nothing(tracing_any):
     assert assay.flush()
     assert assay.count_traces() == 120
     assert stats()[0]["failed"] == 0
+
+
+def test_delete_traces_by_filter_and_age_on_both_backends(corpus):
+    from datetime import datetime, timedelta, timezone
+
+    assert assay.delete_traces(older_than=timedelta(days=1)) == 0
+    assert assay.delete_traces("tags.env = 'prod'") == 3
+    assert _cases("trace.timestamp_ms >= 0") == {"b", "Kettle"}
+    assert assay.get_trace(corpus["a"]) is None
+    assert _cases("feedback.correct IS NOT NULL") == {"b"}
+    assert _cases("trace.text LIKE '%refund%'") == {"b", "Kettle"}
+    future = datetime.now(timezone.utc) + timedelta(minutes=1)
+    assert assay.delete_traces(older_than=future) == 2
+    assert assay.count_traces() == 0
+
+
+def test_delete_traces_needs_a_criterion(tracing_any):
+    with pytest.raises(ValueError, match="filter_string or older_than"):
+        assay.delete_traces()
+    with pytest.raises(ValueError, match="older_than"):
+        assay.delete_traces(older_than="yesterday")
+
+
+def test_tags_can_be_set_and_removed_on_finished_traces(corpus):
+    assay.set_trace_tag(corpus["b"], "reviewed", "yes")
+    assay.set_trace_tag(corpus["b"], "env", "qa")
+    assert _cases("tags.reviewed = 'yes'") == {"b"}
+    assert assay.get_trace(corpus["b"]).info.tags["env"] == "qa"
+    assay.delete_trace_tag(corpus["b"], "reviewed")
+    assay.delete_trace_tag(corpus["b"], "never-there")
+    assert _cases("tags.reviewed IS NOT NULL") == set()
+    with pytest.raises(ValueError, match="32 hex"):
+        assay.set_trace_tag("nope", "k", "v")
