@@ -19,18 +19,21 @@ Semantics:
   ``RLIKE`` is a regular-expression search.
 - Only the newest feedback of a name and source counts (older ones are kept,
   marked overridden).
+- MLflow's own keys keep working: ``tags.`mlflow.traceName``` is the trace
+  name, ``run_id`` also matches the metadata key ``mlflow.sourceRun``, and
+  ``prompt`` matches no trace (assay links no prompt versions yet).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
 from sqlalchemy.sql.elements import literal
 
 from assay.errors import InvalidFilter
 from assay.store import schema as s
-from assay.store.filter_ast import Comparison, Expr, Not, Or, iso_to_epoch_ms
+from assay.store.filter_ast import Comparison, Expr, Field, Not, Or, iso_to_epoch_ms
 
 __all__ = ["compile_filter"]
 
@@ -42,6 +45,8 @@ _TRACE_COLUMNS = {
     "run_id": _T.run_id, "request": _T.request_preview, "response": _T.response_preview,
 }
 _SPAN_KINDS = ("span", "span_attribute")
+_MLFLOW_TRACE_NAME = "mlflow.traceName"
+_SOURCE_RUN = "mlflow.sourceRun"
 
 
 class _Compiler:
@@ -111,13 +116,19 @@ class _Compiler:
         if name == "text":
             return self.text_search(cmp)
         if name == "prompt":
-            raise self.error("trace.prompt is not supported: assay does not link prompts yet",
-                             cmp.field.position)
+            # assay links no prompt versions to traces yet: no trace has one.
+            return true() if cmp.op in ("IS NULL", "!=", "NOT IN") else false()
         col = _TRACE_COLUMNS[name]
         value = cmp.value
         if name in ("timestamp_ms", "end_time_ms"):
             value = _epoch_ms(value)
-        return self.compare(col, cmp.op, value)
+        cond = self.compare(col, cmp.op, value)
+        if name == "run_id" and cmp.op not in ("IS NULL", "!=", "NOT IN"):
+            # MLflow records a trace's run as the metadata key mlflow.sourceRun.
+            source_run = Comparison(Field("metadata", "metadata", _SOURCE_RUN), cmp.op,
+                                    cmp.value)
+            cond = or_(cond, self.keyed(source_run))
+        return cond
 
     def text_search(self, cmp: Comparison) -> ColumnElement[bool]:
         pattern = str(cmp.value)
@@ -144,6 +155,9 @@ class _Compiler:
         return not_(member) if negate else member
 
     def keyed(self, cmp: Comparison) -> ColumnElement[bool]:
+        if cmp.field.kind == "tag" and cmp.field.key == _MLFLOW_TRACE_NAME:
+            # MLflow keeps a trace's name in this tag; assay keeps it in a column.
+            return self.compare(_T.name, cmp.op, cmp.value)
         table = {"tag": s.trace_tags, "metadata": s.trace_metadata}[cmp.field.kind].alias()
         has_key = select(table.c.trace_id).where(table.c.key == cmp.field.key)
         if cmp.op == "IS NULL":
@@ -195,8 +209,8 @@ class _Compiler:
         name = cmp.field.name
         if name == "content":
             insensitive = "ILIKE" in cmp.op
-            cond = or_(self.like(sp.c.inputs, str(cmp.value), insensitive=insensitive),
-                       self.like(sp.c.outputs, str(cmp.value), insensitive=insensitive))
+            cond = or_(*(self.like(col, str(cmp.value), insensitive=insensitive)
+                         for col in (sp.c.inputs, sp.c.outputs, sp.c.attributes)))
             return not_(cond) if cmp.op.startswith("NOT") else cond
         if name == "duration_ms":
             value = cmp.value
