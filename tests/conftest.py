@@ -51,17 +51,42 @@ def tracing(db_uri: str) -> str:
 @pytest.fixture
 def pg_uri() -> Iterator[str]:
     """A store URI on the test PostgreSQL server, in a schema of this test's own."""
+    schema = _pg_schema()
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        _drop_pg_schema(schema)
+
+
+def _pg_schema() -> str:
     import psycopg
 
     schema = f"assay_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
+    return schema
+
+
+def _drop_pg_schema(schema: str) -> None:
+    import psycopg
+
+    assay.shutdown()
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_store_uri(request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A store shared by one test module, on each backend in turn."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('store') / 'traces.db'}"
+        return
+    schema = _pg_schema()
     try:
         yield f"{PG_URL}?options=-csearch_path%3D{schema}"
     finally:
-        assay.shutdown()
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        _drop_pg_schema(schema)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -26,6 +26,7 @@ Semantics:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
@@ -54,17 +55,30 @@ class _Compiler:
         self.dialect = dialect
         self.fts = fts
         self.text = filter_string
+        self.position = 0
 
     def error(self, message: str, position: int, hint: str | None = None) -> InvalidFilter:
         return InvalidFilter(message, filter_string=self.text, position=position, hint=hint)
 
+    def regex(self, value: Any) -> str:
+        pattern = str(value)
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise self.error(f"invalid regular expression {pattern!r}: {exc}",
+                             self.position, hint="RLIKE takes a regular expression") from None
+        return pattern
+
     # -- operators ------------------------------------------------------------
     def like(self, col: Any, pattern: str, *, insensitive: bool) -> Any:
         if insensitive:
-            return func.lower(col).like(func.lower(literal(pattern)))
+            if self.dialect == "sqlite":
+                # SQLite's lower() folds ASCII only; the store registers a Unicode one.
+                return func.assay_lower(col).like(func.assay_lower(literal(pattern)))
+            return col.ilike(pattern)
         if self.dialect == "sqlite":
             # SQLite's LIKE ignores ASCII case: GLOB with the pattern translated.
-            return col.op("GLOB")(_like_to_glob(pattern))
+            return _glob(col, pattern)
         return col.like(pattern)
 
     def compare(self, col: Any, op: str, value: Any) -> Any:
@@ -84,7 +98,7 @@ class _Compiler:
             cond = self.like(col, str(value), insensitive="ILIKE" in op)
             return not_(cond) if op.startswith("NOT") else cond
         if op == "RLIKE":
-            return col.regexp_match(str(value))
+            return col.regexp_match(self.regex(value))
         if op == "IN":
             return col.in_(list(value))
         if op == "NOT IN":
@@ -98,10 +112,10 @@ class _Compiler:
     def typed(self, table: Any, op: str, value: Any) -> ColumnElement[bool]:
         """A comparison on a (value_kind, num_value, str_value) row, by the literal's type."""
         c = table.c
-        if op in ("IN", "NOT IN"):
-            parts = [self.typed(table, "=", v) for v in value]
-            cond = or_(*parts)
-            return not_(cond) if op == "NOT IN" else cond
+        if op == "IN":
+            return or_(*(self.typed(table, "=", v) for v in value))
+        if op == "NOT IN":  # present, of a comparable type, and none of the values
+            return and_(*(self.typed(table, "!=", v) for v in value))
         if isinstance(value, bool):
             cond = and_(c.value_kind == "b", c.num_value == (1.0 if value else 0.0))
             return and_(c.value_kind == "b", c.num_value != (1.0 if value else 0.0)) \
@@ -139,12 +153,12 @@ class _Compiler:
             content = fts.c.content
             sub = select(fts.c.trace_id).where(
                 content.ilike(pattern) if insensitive else content.like(pattern))
-        elif self.fts:
+        elif self.fts and _trigram_usable(pattern, insensitive):
             fts = s.fts_table()
             # The trigram index serves LIKE (ignoring case); GLOB re-checks the case.
             cond: Any = fts.c.content.like(pattern)
             if not insensitive:
-                cond = and_(cond, fts.c.content.op("GLOB")(_like_to_glob(pattern)))
+                cond = and_(cond, _glob(fts.c.content, pattern))
             sub = select(fts.c.trace_id).where(cond)
         else:
             sp = s.spans.alias("tx")
@@ -170,7 +184,7 @@ class _Compiler:
         a = s.assessments.alias()
         valid = select(a.c.trace_id).where(a.c.kind == cmp.field.kind,
                                            a.c.name == cmp.field.key,
-                                           a.c.overridden_by.is_(None))
+                                           a.c.overridden_by.is_(None), _present(a))
         if cmp.op == "IS NULL":
             return _T.trace_id.not_in(valid)
         if cmp.op == "IS NOT NULL":
@@ -184,13 +198,18 @@ class _Compiler:
         if not plain and len(attrs) == 1 and attrs[0].op not in ("IS NULL",):
             return self.attribute_only(attrs[0])
         sp = s.spans.alias("sp")
-        conds = [self.span_field(sp, c) for c in plain]
-        conds += [self.span_attribute(sp, c) for c in attrs]
+        conds = []
+        for c in plain:
+            self.position = c.position
+            conds.append(self.span_field(sp, c))
+        for c in attrs:
+            self.position = c.position
+            conds.append(self.span_attribute(sp, c))
         return _T.trace_id.in_(select(sp.c.trace_id).where(*conds))
 
     def attribute_only(self, cmp: Comparison) -> ColumnElement[bool]:
         a = s.span_attributes.alias("sa")
-        sub = select(a.c.trace_id).where(a.c.key == cmp.field.key)
+        sub = select(a.c.trace_id).where(a.c.key == cmp.field.key, _present(a))
         if cmp.op != "IS NOT NULL":
             sub = sub.where(self.typed(a, cmp.op, cmp.value))
         return _T.trace_id.in_(sub)
@@ -198,7 +217,7 @@ class _Compiler:
     def span_attribute(self, sp: Any, cmp: Comparison) -> ColumnElement[bool]:
         a = s.span_attributes.alias()
         match = exists().where(a.c.trace_id == sp.c.trace_id, a.c.span_id == sp.c.span_id,
-                               a.c.key == cmp.field.key)
+                               a.c.key == cmp.field.key, _present(a))
         if cmp.op == "IS NULL":
             return not_(match)
         if cmp.op == "IS NOT NULL":
@@ -235,6 +254,7 @@ class _Compiler:
 
     def expr(self, node: Expr) -> ColumnElement[bool]:
         if isinstance(node, Comparison):
+            self.position = node.position
             return self.comparison(node)
         if isinstance(node, Not):
             return not_(self.expr(node.item))
@@ -255,6 +275,24 @@ def _epoch_ms(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(_epoch_ms(v) for v in value)
     return value
+
+
+def _present(table: Any) -> Any:
+    """A typed value that is there: a key set to null counts as absent."""
+    return or_(table.c.value_kind != "j", table.c.str_value.is_not(None))
+
+
+def _glob(col: Any, pattern: str) -> Any:
+    return col.op("GLOB", is_comparison=True)(_like_to_glob(pattern))
+
+
+def _trigram_usable(pattern: str, insensitive: bool) -> bool:
+    """Whether SQLite's trigram index can answer this LIKE: it needs a literal run of
+    three or more characters, and folds only ASCII case."""
+    if insensitive and not pattern.isascii():
+        return False
+    runs = pattern.replace("_", "%").split("%")
+    return any(len(run) >= 3 for run in runs)
 
 
 def _like_to_glob(pattern: str) -> str:

@@ -27,6 +27,7 @@ __all__ = ["SortKey", "decode_token", "encode_token", "keyset_condition", "parse
 _T = s.traces.c
 _NUMERIC = {"timestamp_ms": _T.timestamp_ms, "execution_time_ms": _T.execution_time_ms,
             "end_time_ms": _T.end_time_ms}
+_NOT_NULL = {"timestamp_ms": _T.timestamp_ms, "request_id": _T.trace_id, "status": _T.state}
 _TEXT = {"name": _T.name, "status": _T.state, "request_id": _T.trace_id,
          "client_request_id": _T.client_request_id, "run_id": _T.run_id}
 
@@ -46,6 +47,10 @@ def _key_expr(text: str, position_hint: str) -> tuple[str, Any]:
                             filter_string=position_hint, position=0) from None
     assert isinstance(parsed, Comparison)
     field = parsed.field
+    if field.kind == "trace" and field.name in _NOT_NULL:
+        # A plain column, so that an index can deliver the order and the search
+        # stops at the page size.
+        return field.name, _NOT_NULL[field.name]
     if field.kind == "trace" and field.name in _NUMERIC:
         return field.name, func.coalesce(_NUMERIC[field.name], -1)
     if field.kind == "trace" and field.name in _TEXT:

@@ -87,6 +87,7 @@ spans = Table(
     Index(None, "name", "trace_id"),
     Index(None, "span_type", "trace_id"),
     Index(None, "status", "trace_id"),
+    Index(None, "duration_ns", "trace_id"),
 )
 
 span_attributes = Table(

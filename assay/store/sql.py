@@ -76,6 +76,8 @@ def _make_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # transactions are begun below
+        # ILIKE folds case beyond ASCII (SQLite's own lower() does not).
+        dbapi_conn.create_function("assay_lower", 1, _lower, deterministic=True)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         if not memory:
@@ -96,6 +98,10 @@ def _make_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
         conn.exec_driver_sql(begin)
 
     return engine
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _is_locked(exc: OperationalError) -> bool:

@@ -22,8 +22,10 @@ def typed_value(value: Any) -> tuple[str, float | None, str | None]:
         return "b", 1.0 if value else 0.0, "true" if value else "false"
     if isinstance(value, (int, float)):
         number = float(value)
+        if math.isnan(number):
+            return "n", None, "NaN"
         text = json.dumps(value) if math.isfinite(number) else str(value)
-        return "n", number if math.isfinite(number) else None, text
+        return "n", number, text
     if isinstance(value, str):
         return "s", None, value
     if value is None:
