@@ -100,6 +100,7 @@ span_attributes = Table(
     Column("str_value", Text),
     Index(None, "key", "num_value", "trace_id"),
     Index(None, "key", "str_value", "trace_id"),
+    sqlite_with_rowid=False,
 )
 
 assessments = Table(
