@@ -184,11 +184,11 @@ class _Compiler:
         a = s.assessments.alias()
         valid = select(a.c.trace_id).where(a.c.kind == cmp.field.kind,
                                            a.c.name == cmp.field.key,
-                                           a.c.overridden_by.is_(None), _present(a))
+                                           a.c.overridden_by.is_(None))
         if cmp.op == "IS NULL":
-            return _T.trace_id.not_in(valid)
+            return _T.trace_id.not_in(valid.where(_present(a)))
         if cmp.op == "IS NOT NULL":
-            return _T.trace_id.in_(valid)
+            return _T.trace_id.in_(valid.where(_present(a)))
         return _T.trace_id.in_(valid.where(self.typed(a, cmp.op, cmp.value)))
 
     def span_group(self, items: list[Comparison]) -> ColumnElement[bool]:
@@ -209,19 +209,23 @@ class _Compiler:
 
     def attribute_only(self, cmp: Comparison) -> ColumnElement[bool]:
         a = s.span_attributes.alias("sa")
-        sub = select(a.c.trace_id).where(a.c.key == cmp.field.key, _present(a))
-        if cmp.op != "IS NOT NULL":
+        # A typed comparison implies a value is there; only IS NOT NULL tests for it
+        # (keeping the lookup on a covering index).
+        sub = select(a.c.trace_id).where(a.c.key == cmp.field.key)
+        if cmp.op == "IS NOT NULL":
+            sub = sub.where(_present(a))
+        else:
             sub = sub.where(self.typed(a, cmp.op, cmp.value))
         return _T.trace_id.in_(sub)
 
     def span_attribute(self, sp: Any, cmp: Comparison) -> ColumnElement[bool]:
         a = s.span_attributes.alias()
         match = exists().where(a.c.trace_id == sp.c.trace_id, a.c.span_id == sp.c.span_id,
-                               a.c.key == cmp.field.key, _present(a))
+                               a.c.key == cmp.field.key)
         if cmp.op == "IS NULL":
-            return not_(match)
+            return not_(match.where(_present(a)))
         if cmp.op == "IS NOT NULL":
-            return match
+            return match.where(_present(a))
         return match.where(self.typed(a, cmp.op, cmp.value))
 
     def span_field(self, sp: Any, cmp: Comparison) -> ColumnElement[bool]:

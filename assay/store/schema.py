@@ -98,7 +98,7 @@ span_attributes = Table(
     Column("value_kind", String(1), nullable=False),
     Column("num_value", Float),
     Column("str_value", Text),
-    Index(None, "key", "num_value", "trace_id"),
+    Index(None, "key", "value_kind", "num_value", "trace_id"),
     Index(None, "key", "str_value", "trace_id"),
     sqlite_with_rowid=False,
 )
@@ -122,7 +122,7 @@ assessments = Table(
     Column("created_time_ms", BigInteger, nullable=False),
     Column("overridden_by", String(32)),
     Index(None, "trace_id"),
-    Index(None, "kind", "name", "num_value", "trace_id"),
+    Index(None, "kind", "name", "value_kind", "num_value", "trace_id"),
     Index(None, "kind", "name", "str_value", "trace_id"),
 )
 
