@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import gc
 import json
 import logging
 import os
-import platform
 import sqlite3
 import statistics
 import subprocess
@@ -55,6 +53,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    base_environment,
+    dist_version,
+    load_average,
+    say,
+    verdict,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -170,10 +177,6 @@ def rss_mb() -> float | None:
     except OSError:
         pass
     return None
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 # -- (b): raw OpenTelemetry ----------------------------------------------------------------------
@@ -403,43 +406,10 @@ def heavy_modules_after_import(cwd: Path) -> dict[str, bool]:
 # -- report --------------------------------------------------------------------------------------
 
 def environment() -> dict[str, Any]:
-    from importlib import metadata
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    commit = None
-    with contextlib.suppress(Exception):
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "assay"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit = rev + (" (assay/ modified)" if dirty else "")
-    return {
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "assay": version("assay"),
-        "assay_commit": commit,
-        "opentelemetry_sdk": version("opentelemetry-sdk"),
-        "sqlalchemy": version("SQLAlchemy"),
-        "mlflow": version("mlflow") or version("mlflow-skinny") or version("mlflow-tracing"),
-    }
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def verdict(ok: bool | None) -> str:
-    return "-" if ok is None else ("PASS" if ok else "FAIL")
+    return {**base_environment(),
+            "opentelemetry_sdk": dist_version("opentelemetry-sdk"),
+            "mlflow": (dist_version("mlflow") or dist_version("mlflow-skinny")
+                       or dist_version("mlflow-tracing"))}
 
 
 def main(argv: list[str] | None = None) -> int:

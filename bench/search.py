@@ -36,10 +36,8 @@ import gc
 import json
 import logging
 import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +46,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    base_environment,
+    dist_version,
+    load_average,
+    say,
+    verdict,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = "bench-search"
@@ -744,56 +751,16 @@ def _bench_mlflow(tmp: Path, sizes: Sizes) -> dict[str, Any]:
 
 # -- output --------------------------------------------------------------------------------------
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
 def fmt_ms(v: float | None) -> str:
     return "-" if v is None else (f"{v:.1f}" if v < 100 else f"{v:.0f}")
 
 
 def environment() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as _v
-
-    def version(name: str) -> str | None:
-        try:
-            return _v(name)
-        except PackageNotFoundError:
-            return None
-
-    commit = None
-    with contextlib.suppress(Exception):
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "assay"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit = rev + (" (assay/ modified)" if dirty else "")
     import sqlite3
 
-    return {
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "sqlite": sqlite3.sqlite_version,
-        "assay": version("assay"),
-        "assay_commit": commit,
-        "sqlalchemy": version("SQLAlchemy"),
-        "psycopg": version("psycopg"),
-        "mlflow": version("mlflow") or version("mlflow-skinny"),
-    }
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def verdict(ok: bool | None) -> str:
-    return "-" if ok is None else ("PASS" if ok else "FAIL")
+    return {**base_environment(), "sqlite": sqlite3.sqlite_version,
+            "psycopg": dist_version("psycopg"),
+            "mlflow": dist_version("mlflow") or dist_version("mlflow-skinny")}
 
 
 def print_results(title: str, res: dict[str, Any]) -> None:
