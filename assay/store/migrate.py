@@ -49,7 +49,14 @@ def _v1_to_v2(conn: Connection) -> None:
         conn.execute(s.span_attributes.insert(), rows)
 
 
-_STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+def _v2_to_v3(conn: Connection) -> None:
+    # The full-text rows were keyed by a hash of the span id; they are now keyed
+    # by the span's rowid (SQLite). The store rebuilds the table after the steps.
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {s.FTS_TABLE}")
+
+
+_STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade_schema(conn: Connection, version: int) -> None:

@@ -7,6 +7,7 @@ query that needs it, since every index costs every write. Version history:
     2  traces.end_time_ms/client_request_id/run_id, spans.duration_ns, span_attributes
        (typed key/value), assessments, trace_text (SQLite FTS5, trigram), filter
        indexes
+    3  trace_text rows keyed by the span's rowid on SQLite (was a hash of the span id)
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -33,7 +34,7 @@ from sqlalchemy import (
 __all__ = ["FTS_TABLE", "SCHEMA_VERSION", "assessments", "metadata", "schema_version",
            "span_attributes", "spans", "trace_metadata", "trace_tags", "traces"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

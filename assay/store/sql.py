@@ -279,8 +279,9 @@ class SqlTraceStore:
                                      f"than this assay understands ({s.SCHEMA_VERSION})")
                 upgrade_schema(conn, before)
                 if before < s.SCHEMA_VERSION:
+                    had_text = self._has_text_index(conn)
                     self._create_text_index(conn)
-                    if self._has_text_index(conn):
+                    if not had_text and self._has_text_index(conn):
                         self._backfill_text(conn)
                     conn.execute(s.schema_version.delete())
                     conn.execute(s.schema_version.insert(), {"version": s.SCHEMA_VERSION})
@@ -292,14 +293,45 @@ class SqlTraceStore:
         return before, s.SCHEMA_VERSION
 
     def _backfill_text(self, conn: Connection) -> None:
-        spans = conn.execute(select(s.spans.c.trace_id, s.spans.c.span_id, s.spans.c.inputs,
-                                    s.spans.c.outputs))
-        self._insert_text(conn, [_text_row(*row) for row in spans])
+        if conn.dialect.name == "postgresql":
+            rows = [(_span_key(span_id), trace_id, _text(inputs, outputs))
+                    for trace_id, span_id, inputs, outputs in conn.exec_driver_sql(
+                        "SELECT trace_id, span_id, inputs, outputs FROM spans "
+                        "WHERE inputs IS NOT NULL OR outputs IS NOT NULL")]
+        else:
+            rows = [(rowid, trace_id, _text(inputs, outputs))
+                    for rowid, trace_id, inputs, outputs in conn.exec_driver_sql(
+                        "SELECT rowid, trace_id, inputs, outputs FROM spans "
+                        "WHERE inputs IS NOT NULL OR outputs IS NOT NULL ORDER BY rowid")]
+        self._insert_text(conn, rows)
 
-    def _index_text(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
-        self._insert_text(conn, [_text_row(r.trace_id, r.span_id, r.inputs_json, r.outputs_json)
-                                 for r in records
-                                 if r.inputs_json is not None or r.outputs_json is not None])
+    def _index_text(self, conn: Connection, records: Sequence[SpanRecord],
+                    first_new_rowid: int | None) -> None:
+        """Index the text of the spans this batch added.
+
+        On SQLite a full-text row takes its span's rowid. Those only grow, and
+        FTS5 keeps its pending terms in memory only while rowids ascend: random
+        rowids flush a tiny segment for nearly every span and cost about six
+        times as much. Spans the store already held are skipped (not indexed
+        twice). On PostgreSQL the row is keyed by the span id and upserted.
+        """
+        if first_new_rowid is None:
+            self._insert_text(conn, [
+                (_span_key(r.span_id), r.trace_id, _text(r.inputs_json, r.outputs_json))
+                for r in records if r.inputs_json is not None or r.outputs_json is not None])
+            return
+        by_id = {(r.trace_id, r.span_id): r for r in records
+                 if r.inputs_json is not None or r.outputs_json is not None}
+        if not by_id:
+            return
+        rows = []
+        for rowid, trace_id, span_id in conn.exec_driver_sql(
+                "SELECT rowid, trace_id, span_id FROM spans WHERE rowid >= ? ORDER BY rowid",
+                (first_new_rowid,)):
+            r = by_id.get((trace_id, span_id))
+            if r is not None:
+                rows.append((rowid, trace_id, _text(r.inputs_json, r.outputs_json)))
+        self._insert_text(conn, rows)
 
     def _insert_text(self, conn: Connection, rows: list[tuple[int, str, str]]) -> None:
         if rows and conn.dialect.name == "postgresql":
@@ -309,7 +341,7 @@ class SqlTraceStore:
                 "SET trace_id = excluded.trace_id, content = excluded.content",
                 [{"r": r, "t": t, "c": c.replace("\x00", "")} for r, t, c in rows])
         elif rows:
-            sql = (f"INSERT OR REPLACE INTO {s.FTS_TABLE} (rowid, trace_id, content) "
+            sql = (f"INSERT INTO {s.FTS_TABLE} (rowid, trace_id, content) "
                    "VALUES (?, ?, ?)")
             for i in range(0, len(rows), _ROWS_PER_STATEMENT):
                 chunk = rows[i:i + _ROWS_PER_STATEMENT]
@@ -404,6 +436,12 @@ class SqlTraceStore:
 
     def _write_batch(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
         dumps = json.dumps
+        first_new_rowid = None
+        if self._fts and conn.dialect.name == "sqlite":
+            # Inside the write transaction: every span this batch adds gets a
+            # rowid above the largest one now.
+            first_new_rowid = int(conn.exec_driver_sql(
+                "SELECT coalesce(max(rowid), 0) + 1 FROM spans").scalar() or 1)
         self._run_many(conn, "spans", lambda: self._insert(s.spans).on_conflict_do_nothing(),
                        _SPAN_COLUMNS, [(
             r.trace_id, r.span_id, r.parent_id, r.name, r.span_type, r.status,
@@ -419,7 +457,7 @@ class SqlTraceStore:
                            lambda: self._insert(s.span_attributes).on_conflict_do_nothing(),
                            _ATTR_COLUMNS, attr_rows)
         if self._fts:
-            self._index_text(conn, records)
+            self._index_text(conn, records, first_new_rowid)
 
         best: dict[str, SpanRecord] = {}
         for r in records:
@@ -501,14 +539,27 @@ class SqlTraceStore:
                     select(s.traces.c.trace_id).where(cond).limit(500))]
                 if not ids:
                     return deleted
+                if self._fts:
+                    self._delete_text(conn, ids)
                 for table in (s.spans, s.span_attributes, s.trace_tags, s.trace_metadata,
                               s.assessments):
                     conn.execute(table.delete().where(table.c.trace_id.in_(ids)))
-                if self._fts:
-                    fts = s.fts_table()
-                    conn.execute(fts.delete().where(fts.c.trace_id.in_(ids)))
                 conn.execute(s.traces.delete().where(s.traces.c.trace_id.in_(ids)))
                 deleted += len(ids)
+
+    @staticmethod
+    def _delete_text(conn: Connection, ids: list[str]) -> None:
+        """Remove the full-text rows of these traces (before their spans go)."""
+        fts = s.fts_table()
+        if conn.dialect.name == "postgresql":
+            conn.execute(fts.delete().where(fts.c.trace_id.in_(ids)))
+            return
+        # By rowid, the spans' own: FTS5 cannot find rows by an unindexed column
+        # without reading every row.
+        marks = ", ".join("?" * len(ids))
+        conn.exec_driver_sql(
+            f"DELETE FROM {s.FTS_TABLE} WHERE rowid IN "
+            f"(SELECT rowid FROM spans WHERE trace_id IN ({marks}))", tuple(ids))
 
     def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
         """Set (or with ``None`` remove) one tag of a stored trace."""
@@ -621,12 +672,15 @@ class SqlTraceStore:
         return out
 
 
-def _text_row(trace_id: str, span_id: str, inputs: str | None,
-              outputs: str | None) -> tuple[int, str, str]:
-    """A full-text row: rowid from the span id (so a span delivered twice replaces
-    its own row), the trace id, and the start of the span's inputs and outputs."""
-    content = f"{(inputs or '')[:_TEXT_CHARS]}\n{(outputs or '')[:_TEXT_CHARS]}"
-    return int(span_id, 16) & 0x7FFF_FFFF_FFFF_FFFF, trace_id, content
+def _text(inputs: str | None, outputs: str | None) -> str:
+    """What the full-text index holds of a span: the start of its inputs and outputs."""
+    return f"{(inputs or '')[:_TEXT_CHARS]}\n{(outputs or '')[:_TEXT_CHARS]}"
+
+
+def _span_key(span_id: str) -> int:
+    """A PostgreSQL full-text row's key: from the span id, so that a span
+    delivered twice replaces its own row."""
+    return int(span_id, 16) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

@@ -71,3 +71,46 @@ def test_db_upgrade_brings_it_forward_and_keeps_everything(v1_store, db_path, ca
 def test_upgrading_nothing_is_an_error(tmp_path, capsys):
     assert main(["db", "upgrade", "--store", f"sqlite:///{tmp_path / 'empty.db'}"]) == 2
     assert "no assay store" in capsys.readouterr().err
+
+
+def _traced_store(uri: str) -> None:
+    assay.configure(store=uri, experiment="default")
+
+    @assay.trace
+    def lookup(q: str) -> str:
+        return f"found {q}"
+
+    for q in ("kettle", "toaster", "kettle lid"):
+        lookup(q)
+    assay.flush()
+    assay.shutdown()
+
+
+def test_v2_text_rows_keyed_by_span_hash_are_rebuilt_by_upgrade(db_uri, db_path, capsys):
+    _traced_store(db_uri)
+    with closing(sqlite3.connect(db_path)) as con, con:
+        # A version-2 store: the text rows keyed by a hash of the span id.
+        rows = con.execute("SELECT s.span_id, t.trace_id, t.content FROM trace_text t "
+                           "JOIN spans s ON s.rowid = t.rowid").fetchall()
+        con.execute("DELETE FROM trace_text")
+        con.executemany("INSERT INTO trace_text (rowid, trace_id, content) VALUES (?, ?, ?)",
+                        [(int(span, 16) & 0x7FFF_FFFF_FFFF_FFFF, tid, text)
+                         for span, tid, text in rows])
+        con.execute("UPDATE assay_schema SET version = 2")
+    with pytest.raises(assay.StoreError, match="assay db upgrade"):
+        assay.configure(store=db_uri)
+    assert main(["db", "upgrade", "--store", db_uri]) == 0
+    assert f"from schema version 2 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    with closing(sqlite3.connect(db_path)) as con:
+        assert con.execute("SELECT count(*) FROM trace_text t JOIN spans s "
+                           "ON s.rowid = t.rowid AND s.trace_id = t.trace_id"
+                           ).fetchone() == (3,)
+    assay.configure(store=db_uri, experiment="default")
+    kettles = assay.search_traces("trace.text LIKE '%kettle%'", return_type="list")
+    assert sorted(t.info.request_preview for t in kettles) == ['{"q":"kettle lid"}',
+                                                                '{"q":"kettle"}']
+    # Deleting goes by the spans' rowids and leaves no text behind.
+    assert assay.delete_traces(filter_string="trace.text LIKE '%kettle%'") == 2
+    assert assay.search_traces("trace.text LIKE '%kettle%'", return_type="list") == []
+    with closing(sqlite3.connect(db_path)) as con:
+        assert con.execute("SELECT count(*) FROM trace_text").fetchone() == (1,)

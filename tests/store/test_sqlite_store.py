@@ -233,9 +233,9 @@ def test_configure_with_an_unknown_store_scheme_raises_configuration_error():
 def test_span_records_written_twice_are_stored_once(db_path, stores):
     store = stores(f"sqlite:///{db_path}")
     tid = "d" * 32
-    batch = [record(tid, "1" * 16, name="root"),
-             record(tid, "2" * 16, "1" * 16, name="child", start=T0 + 1),
-             record(tid, "3" * 16, "2" * 16, name="grandchild", start=T0 + 2)]
+    batch = [record(tid, "1" * 16, name="root", inputs='"a"'),
+             record(tid, "2" * 16, "1" * 16, name="child", start=T0 + 1, inputs='"b"'),
+             record(tid, "3" * 16, "2" * 16, name="grandchild", start=T0 + 2, outputs='"c"')]
 
     store.write_spans(batch)
     first = store.get_trace(tid)
@@ -245,6 +245,10 @@ def test_span_records_written_twice_are_stored_once(db_path, stores):
     assert sql(db_path, "SELECT count(*) FROM spans") == [(3,)]
     assert sql(db_path, "SELECT count(*) FROM traces") == [(1,)]
     assert store.get_trace(tid) == first
+    # The full-text index holds each span once, under the span's own rowid.
+    assert sql(db_path, "SELECT count(*) FROM trace_text t JOIN spans s "
+                        "ON s.rowid = t.rowid AND s.trace_id = t.trace_id") == [(3,)]
+    assert sql(db_path, "SELECT count(*) FROM trace_text") == [(3,)]
 
 
 def test_readable_spans_exported_twice_through_the_store_exporter_are_stored_once(
