@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assay.exporters.memory import InMemorySpanExporter
 from assay.exporters.store import StoreSpanExporter
 
-__all__ = ["InMemorySpanExporter", "StoreSpanExporter", "stats"]
+if TYPE_CHECKING:
+    from assay.exporters.otlp import OTLPExporter
+
+__all__ = ["InMemorySpanExporter", "OTLPExporter", "StoreSpanExporter", "stats"]
+
+
+def __getattr__(name: str) -> Any:
+    # OTLPExporter brings httpx and protobuf along: imported on first use only.
+    if name == "OTLPExporter":
+        from assay.exporters.otlp import OTLPExporter
+
+        return OTLPExporter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def stats() -> list[dict[str, Any]]:
