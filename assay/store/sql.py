@@ -15,8 +15,9 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, and_, create_engine, event, func, select
@@ -58,8 +59,16 @@ _TRACE_COLUMNS = ["trace_id", "experiment", "name", "state", "timestamp_ms", "ex
                   "end_time_ms"]
 _ATTR_COLUMNS = ["trace_id", "span_id", "key", "value_kind", "num_value", "str_value"]
 _TEXT_CHARS = 65_536  # of each span's inputs and outputs, in the full-text index
+# The full-text rows of the spans from a rowid on (what _text computes, in SQL).
+_SQLITE_TEXT_FROM_SPANS = (
+    f"INSERT INTO {s.FTS_TABLE} (rowid, trace_id, content) "
+    f"SELECT rowid, trace_id, substr(coalesce(inputs, ''), 1, {_TEXT_CHARS}) || char(10) || "
+    f"substr(coalesce(outputs, ''), 1, {_TEXT_CHARS}) FROM spans "
+    "WHERE rowid >= ? AND (inputs IS NOT NULL OR outputs IS NOT NULL) ORDER BY rowid")
 _WRITE_RETRY_S = 60.0
 _BUSY_TIMEOUT_MS = 30_000
+_CACHE_PAGES = -65_536  # negative: in KiB, so 64 MiB
+_CHECKPOINT_PAGES = 10_000
 _FORK_WAIT_S = 5.0
 
 
@@ -87,8 +96,8 @@ def _make_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
             # primary-key indexes: a larger page cache and rarer checkpoints
             # (each one an fsync) let a page dirtied by several batches be
             # written back once. Measured: 2.5x the write rate of the defaults.
-            cur.execute("PRAGMA cache_size = -65536")
-            cur.execute("PRAGMA wal_autocheckpoint = 10000")
+            cur.execute(f"PRAGMA cache_size = {_CACHE_PAGES}")
+            cur.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
         cur.close()
 
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
@@ -201,6 +210,8 @@ class SqlTraceStore:
                         f"assay's ({s.SCHEMA_VERSION}); upgrade it with: "
                         f"assay db upgrade --store {self.uri}")
                 self._fts = self._has_text_index(conn)
+                if version is not None:
+                    self._restore_indexes(conn)
         except OperationalError as exc:
             raise StoreError(f"cannot open the trace store {self.uri}: {exc.orig}") from exc
 
@@ -298,40 +309,28 @@ class SqlTraceStore:
                     for trace_id, span_id, inputs, outputs in conn.exec_driver_sql(
                         "SELECT trace_id, span_id, inputs, outputs FROM spans "
                         "WHERE inputs IS NOT NULL OR outputs IS NOT NULL")]
+            self._insert_text(conn, rows)
         else:
-            rows = [(rowid, trace_id, _text(inputs, outputs))
-                    for rowid, trace_id, inputs, outputs in conn.exec_driver_sql(
-                        "SELECT rowid, trace_id, inputs, outputs FROM spans "
-                        "WHERE inputs IS NOT NULL OR outputs IS NOT NULL ORDER BY rowid")]
-        self._insert_text(conn, rows)
+            conn.exec_driver_sql(_SQLITE_TEXT_FROM_SPANS, (0,))
 
     def _index_text(self, conn: Connection, records: Sequence[SpanRecord],
                     first_new_rowid: int | None) -> None:
         """Index the text of the spans this batch added.
 
-        On SQLite a full-text row takes its span's rowid. Those only grow, and
-        FTS5 keeps its pending terms in memory only while rowids ascend: random
-        rowids flush a tiny segment for nearly every span and cost about six
-        times as much. Spans the store already held are skipped (not indexed
-        twice). On PostgreSQL the row is keyed by the span id and upserted.
+        On SQLite a full-text row takes its span's rowid, copied over in one
+        statement from the spans just inserted (a span the store already held
+        was not inserted again, so it is not indexed twice). Rowids only grow,
+        and FTS5 keeps its pending terms in memory only while rowids ascend:
+        random rowids flush a tiny segment for nearly every span and cost about
+        six times as much. On PostgreSQL the row is keyed by the span id and
+        upserted.
         """
-        if first_new_rowid is None:
-            self._insert_text(conn, [
-                (_span_key(r.span_id), r.trace_id, _text(r.inputs_json, r.outputs_json))
-                for r in records if r.inputs_json is not None or r.outputs_json is not None])
+        if first_new_rowid is not None:
+            conn.exec_driver_sql(_SQLITE_TEXT_FROM_SPANS, (first_new_rowid,))
             return
-        by_id = {(r.trace_id, r.span_id): r for r in records
-                 if r.inputs_json is not None or r.outputs_json is not None}
-        if not by_id:
-            return
-        rows = []
-        for rowid, trace_id, span_id in conn.exec_driver_sql(
-                "SELECT rowid, trace_id, span_id FROM spans WHERE rowid >= ? ORDER BY rowid",
-                (first_new_rowid,)):
-            r = by_id.get((trace_id, span_id))
-            if r is not None:
-                rows.append((rowid, trace_id, _text(r.inputs_json, r.outputs_json)))
-        self._insert_text(conn, rows)
+        self._insert_text(conn, [
+            (_span_key(r.span_id), r.trace_id, _text(r.inputs_json, r.outputs_json))
+            for r in records if r.inputs_json is not None or r.outputs_json is not None])
 
     def _insert_text(self, conn: Connection, rows: list[tuple[int, str, str]]) -> None:
         if rows and conn.dialect.name == "postgresql":
@@ -346,7 +345,7 @@ class SqlTraceStore:
             for i in range(0, len(rows), _ROWS_PER_STATEMENT):
                 chunk = rows[i:i + _ROWS_PER_STATEMENT]
                 conn.exec_driver_sql(_multi_values(sql, len(chunk)),
-                                     tuple(v for row in chunk for v in row))
+                                     tuple(chain.from_iterable(chunk)))
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -428,7 +427,7 @@ class SqlTraceStore:
             for i in range(0, len(rows), per):
                 chunk = rows[i:i + per]
                 conn.exec_driver_sql(_multi_values(sql, len(chunk)),
-                                     tuple(v for row in chunk for v in row))
+                                     tuple(chain.from_iterable(chunk)))
         elif positional:
             conn.exec_driver_sql(sql, rows)
         else:
@@ -476,6 +475,97 @@ class SqlTraceStore:
                 self._run_many(conn, table.name, lambda t=table: self._kv_upsert(t),
                                ["trace_id", "key", "value"],
                                [(t, k, v) for (t, k), v in pairs.items()])
+
+    # -- bulk loading ---------------------------------------------------------
+    def bulk_load(self, records: Iterable[SpanRecord], *, chunk_spans: int = 50_000,
+                  defer_indexes: bool | None = None, cache_mb: int = 512) -> int:
+        """Store many spans at once: an import, a migration, a benchmark's corpus.
+
+        Same result as :meth:`write_spans` over the same records, several times
+        faster: spans go in chunks of ``chunk_spans``, one transaction each,
+        sorted by trace so that each chunk walks the primary keys once. On SQLite
+        the connection gets a page cache of ``cache_mb`` for the load, and the
+        secondary indexes are dropped first and built once at the end when
+        ``defer_indexes`` is true (by default: when the store holds fewer spans
+        than the first chunk, so that rebuilding costs less than keeping them).
+        Other processes may read and write the store meanwhile (between chunks);
+        their searches are slower until the indexes are back. When the records'
+        source raises, the chunks written stay and the indexes are rebuilt before
+        the error propagates; should the process die mid-load, the next open of
+        the store rebuilds any index still missing.
+
+        Returns the number of span records passed in.
+
+        Raises:
+            StoreError: the database stayed locked or could not be written.
+        """
+        if chunk_spans < 1:
+            raise ValueError(f"chunk_spans must be at least 1, got {chunk_spans}")
+        writer, _ = self._get_engines()
+        if self._memory:
+            return sum(self._write_counted(chunk) for chunk in _chunked(records, chunk_spans))
+        sqlite_db = writer.dialect.name == "sqlite"
+        total = 0
+        deferred: list[Any] = []
+        try:
+            with writer.connect() as conn:
+                if sqlite_db:
+                    _pragma(conn, f"cache_size = {-1024 * int(cache_mb)}")
+                    # One checkpoint at the end rather than one per 40 MB: a page
+                    # that several chunks dirty is copied into the file once.
+                    _pragma(conn, "wal_autocheckpoint = 0")
+                try:
+                    for chunk in _chunked(records, chunk_spans):
+                        if total == 0 and sqlite_db:
+                            deferred = self._drop_for_load(conn, len(chunk), defer_indexes)
+                        chunk.sort(key=lambda r: (r.trace_id, r.span_id))
+                        with self._fork_guard, conn.begin():
+                            self._write_batch(conn, chunk)
+                        total += len(chunk)
+                finally:
+                    # Also when the records' source fails: the store is left whole.
+                    if deferred:
+                        with self._fork_guard, conn.begin():
+                            for index in deferred:
+                                index.create(conn, checkfirst=True)
+                    if sqlite_db:
+                        _pragma(conn, f"cache_size = {_CACHE_PAGES}")
+                        _pragma(conn, f"wal_autocheckpoint = {_CHECKPOINT_PAGES}")
+                        _pragma(conn, "wal_checkpoint(RESTART)")
+        except OperationalError as exc:
+            raise StoreError(f"bulk load into the trace store {self.uri} failed after "
+                             f"{total} span(s): {exc.orig}") from exc
+        return total
+
+    def _write_counted(self, records: list[SpanRecord]) -> int:
+        self.write_spans(records)
+        return len(records)
+
+    def _drop_for_load(self, conn: Connection, first_chunk: int,
+                       defer: bool | None) -> list[Any]:
+        indexes = _load_indexes()
+        with self._fork_guard, conn.begin():
+            if defer is None:
+                held = conn.exec_driver_sql("SELECT coalesce(max(rowid), 0) FROM spans").scalar()
+                defer = int(held or 0) < first_chunk
+            if not defer:
+                return []
+            for index in indexes:
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+        return indexes
+
+    def _restore_indexes(self, conn: Connection) -> None:
+        """Build the indexes an interrupted bulk load left dropped (SQLite)."""
+        if conn.dialect.name != "sqlite" or self._memory:
+            return
+        present = {name for (name,) in conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        missing = [ix for ix in _load_indexes() if ix.name not in present]
+        if missing:
+            log.warning("assay: rebuilding %d index(es) of %s that an interrupted bulk load "
+                        "left dropped", len(missing), self.uri)
+            for index in missing:
+                index.create(conn, checkfirst=True)
 
     def _trace_upsert(self) -> Any:
         ins = self._insert(s.traces)
@@ -639,6 +729,12 @@ class SqlTraceStore:
 
     def _assemble(self, conn: Connection, rows: Sequence[Any],
                   include_spans: bool) -> list[Trace]:
+        """Build the traces of a page: their tags, metadata, assessments and spans.
+
+        Read through the driver's own cursor with fixed SQL: a page of 100
+        traces brings about 800 tag and metadata rows and 1,000 spans, and the
+        ORM-free path costs a fraction of a generic result's per-row work.
+        """
         ids = [r["trace_id"] for r in rows]
         if not ids:
             return []
@@ -646,19 +742,22 @@ class SqlTraceStore:
         meta: dict[str, dict[str, str]] = {i: {} for i in ids}
         spans: dict[str, list[Span]] = {i: [] for i in ids}
         assessments: dict[str, list[Assessment]] = {i: [] for i in ids}
+        pg = conn.dialect.name == "postgresql"
         for chunk in _chunks(ids, 500):
-            for table, target in ((s.trace_tags, tags), (s.trace_metadata, meta)):
-                for tid, key, value in conn.execute(
-                        select(table.c.trace_id, table.c.key, table.c.value)
-                        .where(table.c.trace_id.in_(chunk))):
-                    target[tid][key] = value
-            a = s.assessments.c
-            for row in conn.execute(select(s.assessments).where(a.trace_id.in_(chunk))
-                                    .order_by(a.created_time_ms, a.assessment_id)):
-                assessments[row.trace_id].append(_assessment_model(row._mapping))
+            where, params = _in_ids(chunk, pg)
+            for which, tid, key, value in _fetch(
+                    conn, f"SELECT 0, trace_id, key, value FROM trace_tags WHERE {where} "
+                    f"UNION ALL SELECT 1, trace_id, key, value FROM trace_metadata WHERE {where}",
+                    params + params):
+                (meta if which else tags)[tid][key] = value
+            for row in _fetch(conn, f"SELECT {_ASSESSMENT_SQL_COLUMNS} FROM assessments "
+                                    f"WHERE {where} ORDER BY created_time_ms, assessment_id",
+                              params):
+                assessments[row[1]].append(_assessment_model(row))
             if include_spans:
-                for sp in conn.execute(select(s.spans).where(s.spans.c.trace_id.in_(chunk))):
-                    spans[sp.trace_id].append(_span_model(sp._mapping))
+                for row in _fetch(conn, f"SELECT {_SPAN_SQL_COLUMNS} FROM spans WHERE {where}",
+                                  params):
+                    spans[row[0]].append(_span_model(row))
         out = []
         for r in rows:
             tid = r["trace_id"]
@@ -667,13 +766,15 @@ class SqlTraceStore:
                 timestamp_ms=r["timestamp_ms"], execution_time_ms=r["execution_time_ms"],
                 request_preview=r["request_preview"], response_preview=r["response_preview"],
                 tags=tags[tid], metadata=meta[tid], assessments=assessments[tid])
-            span_list = sorted(spans[tid], key=lambda x: (x.start_time_ns, x.span_id))
+            span_list = spans[tid]
+            span_list.sort(key=_span_order)
             out.append(Trace(info=info, spans=span_list))
         return out
 
 
 def _text(inputs: str | None, outputs: str | None) -> str:
-    """What the full-text index holds of a span: the start of its inputs and outputs."""
+    """What the full-text index holds of a span: the start of its inputs and outputs
+    (``_SQLITE_TEXT_FROM_SPANS`` computes the same in SQL)."""
     return f"{(inputs or '')[:_TEXT_CHARS]}\n{(outputs or '')[:_TEXT_CHARS]}"
 
 
@@ -681,6 +782,28 @@ def _span_key(span_id: str) -> int:
     """A PostgreSQL full-text row's key: from the span id, so that a span
     delivered twice replaces its own row."""
     return int(span_id, 16) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _pragma(conn: Connection, pragma: str) -> None:
+    """Set an SQLite pragma on this connection, outside any transaction."""
+    conn.connection.dbapi_connection.execute(f"PRAGMA {pragma}")  # type: ignore[union-attr]
+
+
+def _load_indexes() -> list[Any]:
+    """The secondary indexes a bulk load may drop and rebuild."""
+    return [index for table in (s.spans, s.span_attributes, s.traces, s.trace_tags,
+                                s.trace_metadata) for index in table.indexes]
+
+
+def _chunked(records: Iterable[SpanRecord], size: int) -> Iterator[list[SpanRecord]]:
+    chunk: list[SpanRecord] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
@@ -697,21 +820,56 @@ def _loads(text: str | None) -> Any:
         return text
 
 
-def _assessment_model(m: Any) -> Assessment:
+_ASSESSMENT_FIELDS = ("assessment_id", "trace_id", "name", "kind", "value_json", "rationale",
+                      "source_type", "source_id", "span_id", "metadata_json", "error",
+                      "created_time_ms", "overridden_by")
+_ASSESSMENT_SQL_COLUMNS = ", ".join(_ASSESSMENT_FIELDS)
+_SPAN_FIELDS = ("trace_id", "span_id", "parent_id", "name", "span_type", "start_time_ns",
+                "end_time_ns", "status", "status_message", "inputs", "outputs", "attributes",
+                "events")
+_SPAN_SQL_COLUMNS = ", ".join(_SPAN_FIELDS)
+
+
+def _in_ids(ids: list[str], pg: bool) -> tuple[str, list[Any]]:
+    """``trace_id`` among ``ids``, as SQL for the driver and its parameters."""
+    if pg:
+        return "trace_id = ANY(%s)", [ids]
+    return f"trace_id IN ({', '.join('?' * len(ids))})", list(ids)
+
+
+def _fetch(conn: Connection, sql: str, params: list[Any]) -> Sequence[Any]:
+    """All rows of a read, straight from the driver's cursor (inside ``conn``'s
+    transaction)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _span_order(span: Span) -> tuple[int, str]:
+    return span.start_time_ns, span.span_id
+
+
+def _assessment_model(row: Any) -> Assessment:
+    (assessment_id, trace_id, name, kind, value_json, rationale, source_type, source_id,
+     span_id, metadata_json, error, created_time_ms, overridden_by) = row
     return Assessment(
-        assessment_id=m["assessment_id"], trace_id=m["trace_id"], name=m["name"],
-        kind=m["kind"], value=_loads(m["value_json"]), rationale=m["rationale"],
-        source_type=m["source_type"], source_id=m["source_id"], span_id=m["span_id"],
-        metadata=_loads(m["metadata_json"]) or {}, error=m["error"],
-        created_time_ms=m["created_time_ms"], overridden_by=m["overridden_by"])
+        assessment_id=assessment_id, trace_id=trace_id, name=name, kind=kind,
+        value=_loads(value_json), rationale=rationale, source_type=source_type,
+        source_id=source_id, span_id=span_id, metadata=_loads(metadata_json) or {},
+        error=error, created_time_ms=created_time_ms, overridden_by=overridden_by)
 
 
-def _span_model(m: Any) -> Span:
+def _span_model(row: Any) -> Span:
+    (trace_id, span_id, parent_id, name, span_type, start_time_ns, end_time_ns, status,
+     status_message, inputs, outputs, attributes, events) = row
     return Span(
-        trace_id=m["trace_id"], span_id=m["span_id"], parent_id=m["parent_id"],
-        name=m["name"], span_type=m["span_type"], start_time_ns=m["start_time_ns"],
-        end_time_ns=m["end_time_ns"], status=m["status"], status_message=m["status_message"],
-        inputs=_loads(m["inputs"]), outputs=_loads(m["outputs"]),
-        attributes=_loads(m["attributes"]) or {},
-        events=[SpanEvent(**e) for e in (_loads(m["events"]) or [])],
+        trace_id=trace_id, span_id=span_id, parent_id=parent_id, name=name,
+        span_type=span_type, start_time_ns=start_time_ns, end_time_ns=end_time_ns,
+        status=status, status_message=status_message, inputs=_loads(inputs),
+        outputs=_loads(outputs),
+        attributes=(_loads(attributes) or {}) if attributes != "{}" else {},
+        events=[] if events == "[]" else [SpanEvent(**e) for e in (_loads(events) or [])],
     )
