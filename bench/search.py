@@ -7,8 +7,7 @@
     python bench/search.py --postgres-uri postgresql://postgres@127.0.0.1:5432/test
 
 Loads N traces of 10 spans each into a fresh SQLite store through the store's bulk
-path (``SpanRecord``s handed to ``store.write_spans`` in batches of about 2,000
-spans), logs feedback on about 10% of them with ``store.log_assessment``, and
+path (``SpanRecord``s built first, then handed to ``store.bulk_load``), logs feedback on about 10% of them with ``store.log_assessment``, and
 reports the bulk load rate. Then it times nine queries with ``max_results=100``
 (status, tag, time range, span name, span attribute equality, numeric span
 attribute range, feedback value, an OR of two tags, full text), each three ways:
@@ -60,7 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = "bench-search"
 SEED = 20261125
 SPANS_PER_TRACE = 10
-BATCH_SPANS = 2_000                     # spans per store.write_spans call
+BATCH_SPANS = 2_000                     # spans per MLflow log_spans call
 BATCH_TRACES = BATCH_SPANS // SPANS_PER_TRACE
 FEEDBACK_SHARE = 0.10                   # traces with feedback
 PG_SCHEMA = "assay_bench_search"
@@ -393,29 +392,26 @@ def to_records(t: GenTrace) -> list[Any]:
 
 
 def load_assay(store: Any, n: int) -> dict[str, Any]:
-    """Write n traces in batches of BATCH_SPANS spans, then their feedback."""
+    """Build n traces' span records, load them through the store's bulk path, then
+    log their feedback."""
     from assay.tracing.models import Assessment
 
     store.open()
-    write_s = 0.0
-    spans = 0
     feedback: list[tuple[str, tuple[str, Any, str, int]]] = []
-    t_all = time.perf_counter()
-    batch: list[Any] = []
-    next_report = time.perf_counter() + 15
-    for done, t in enumerate(gen_traces(n), start=1):
-        batch.extend(to_records(t))
+    t0 = time.perf_counter()
+    records: list[Any] = []
+    for t in gen_traces(n):
+        records.extend(to_records(t))
         feedback.extend((t.trace_id, fb) for fb in t.feedback)
-        if len(batch) >= BATCH_SPANS or done == n:
-            t0 = time.perf_counter()
-            store.write_spans(batch)
-            write_s += time.perf_counter() - t0
-            spans += len(batch)
-            batch = []
-            if time.perf_counter() > next_report:
-                say(f"    {done:,}/{n:,} traces, {spans / write_s:,.0f} spans/s in write_spans")
-                next_report = time.perf_counter() + 15
-    total_s = time.perf_counter() - t_all
+    generate_s = time.perf_counter() - t0
+    spans = len(records)
+    say(f"    generated {spans:,} span records in {generate_s:.1f} s")
+    gc.collect()
+    t0 = time.perf_counter()
+    store.bulk_load(records)
+    write_s = time.perf_counter() - t0
+    del records
+    total_s = generate_s + write_s
 
     # Feedback through the store's own method, one transaction per assessment, as
     # assay.log_feedback does: the id comes from the seeded generator, the rest as logged.
@@ -491,9 +487,9 @@ def bench_assay(label: str, uri: str, sizes: Sizes, *, configure_global: bool,
 
     store = open_store(uri)          # ConfigurationError: this assay cannot open it
     say(f"  loading {sizes.traces:,} traces x {SPANS_PER_TRACE} spans into {label} "
-        f"(batches of {BATCH_SPANS:,} spans)")
+        "through store.bulk_load")
     load = load_assay(store, sizes.traces)
-    say(f"  write_spans: {load['spans']:,} spans in {load['write_s']:.1f} s = "
+    say(f"  bulk_load: {load['spans']:,} spans in {load['write_s']:.1f} s = "
         f"{load['rate']:,.0f} spans/s (with data generation: {load['load_s']:.1f} s, "
         f"{load['rate_with_generation']:,.0f} spans/s)")
     say(f"  log_assessment: {load['assessments']:,} feedback in {load['assessment_s']:.1f} s "
@@ -890,7 +886,7 @@ def summarize(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
     pg = results.get("postgres")
     ml = results.get("mlflow")
 
-    target("SQLite bulk load (store.write_spans)", f"{sq['load']['rate']:,.0f} spans/s",
+    target("SQLite bulk load (store.bulk_load)", f"{sq['load']['rate']:,.0f} spans/s",
            f">= {TARGET_LOAD_RATE:,.0f}/s", sq["load"]["rate"] >= TARGET_LOAD_RATE)
     if pg is not None:
         target("PostgreSQL bulk load (info)", f"{pg['load']['rate']:,.0f} spans/s", "(info)",

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from itertools import chain
 from typing import Any, Literal
 
+from pydantic_core import from_json
 from sqlalchemy import Connection, Engine, and_, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
@@ -59,12 +60,12 @@ _TRACE_COLUMNS = ["trace_id", "experiment", "name", "state", "timestamp_ms", "ex
                   "end_time_ms"]
 _ATTR_COLUMNS = ["trace_id", "span_id", "key", "value_kind", "num_value", "str_value"]
 _TEXT_CHARS = 65_536  # of each span's inputs and outputs, in the full-text index
-# The full-text rows of the spans from a rowid on (what _text computes, in SQL).
+# SQLite: the view the full-text index reads its text from, and the statement
+# that indexes the spans from a rowid on.
+_TEXT_SOURCE = "trace_text_source"
 _SQLITE_TEXT_FROM_SPANS = (
     f"INSERT INTO {s.FTS_TABLE} (rowid, trace_id, content) "
-    f"SELECT rowid, trace_id, substr(coalesce(inputs, ''), 1, {_TEXT_CHARS}) || char(10) || "
-    f"substr(coalesce(outputs, ''), 1, {_TEXT_CHARS}) FROM spans "
-    "WHERE rowid >= ? AND (inputs IS NOT NULL OR outputs IS NOT NULL) ORDER BY rowid")
+    f"SELECT id, trace_id, content FROM {_TEXT_SOURCE} WHERE id >= ? ORDER BY id")
 _WRITE_RETRY_S = 60.0
 _BUSY_TIMEOUT_MS = 30_000
 _CACHE_PAGES = -65_536  # negative: in KiB, so 64 MiB
@@ -248,12 +249,20 @@ class SqlTraceStore:
         if conn.dialect.name != "sqlite":
             return
         try:
-            # detail=none keeps no positions: LIKE and GLOB are still served by the
-            # trigram index, at about a third of the write cost (measured 12.5 vs
-            # 32.8 us per span on 2 cores).
+            # The index holds no copy of the text: its rows are read from the spans
+            # through a view (an "external content" table). detail=none keeps no
+            # positions: LIKE and GLOB are still served by the trigram index, at
+            # about a third of the write cost (measured 12.5 vs 32.8 us per span
+            # on 2 cores); columnsize=0 keeps no token counts (nothing ranks).
+            conn.exec_driver_sql(
+                f"CREATE VIEW IF NOT EXISTS {_TEXT_SOURCE} AS SELECT rowid AS id, trace_id, "
+                f"substr(coalesce(inputs, ''), 1, {_TEXT_CHARS}) || char(10) || "
+                f"substr(coalesce(outputs, ''), 1, {_TEXT_CHARS}) AS content FROM spans "
+                "WHERE inputs IS NOT NULL OR outputs IS NOT NULL")
             conn.exec_driver_sql(
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS {s.FTS_TABLE} USING fts5("
-                "trace_id UNINDEXED, content, tokenize = 'trigram', detail = none)")
+                "trace_id UNINDEXED, content, tokenize = 'trigram', detail = none, "
+                f"content = '{_TEXT_SOURCE}', content_rowid = 'id', columnsize = 0)")
         except OperationalError as exc:  # an SQLite built without FTS5 or trigram
             log.warning("assay: no full-text index (%s); trace.text scans span text", exc.orig)
 
@@ -332,20 +341,15 @@ class SqlTraceStore:
             (_span_key(r.span_id), r.trace_id, _text(r.inputs_json, r.outputs_json))
             for r in records if r.inputs_json is not None or r.outputs_json is not None])
 
-    def _insert_text(self, conn: Connection, rows: list[tuple[int, str, str]]) -> None:
-        if rows and conn.dialect.name == "postgresql":
+    @staticmethod
+    def _insert_text(conn: Connection, rows: list[tuple[int, str, str]]) -> None:
+        """Upsert PostgreSQL full-text rows."""
+        if rows:
             conn.exec_driver_sql(
                 f"INSERT INTO {s.FTS_TABLE} (rowid, trace_id, content) "
                 "VALUES (%(r)s, %(t)s, %(c)s) ON CONFLICT (rowid) DO UPDATE "
                 "SET trace_id = excluded.trace_id, content = excluded.content",
                 [{"r": r, "t": t, "c": c.replace("\x00", "")} for r, t, c in rows])
-        elif rows:
-            sql = (f"INSERT INTO {s.FTS_TABLE} (rowid, trace_id, content) "
-                   "VALUES (?, ?, ?)")
-            for i in range(0, len(rows), _ROWS_PER_STATEMENT):
-                chunk = rows[i:i + _ROWS_PER_STATEMENT]
-                conn.exec_driver_sql(_multi_values(sql, len(chunk)),
-                                     tuple(chain.from_iterable(chunk)))
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -644,11 +648,12 @@ class SqlTraceStore:
         if conn.dialect.name == "postgresql":
             conn.execute(fts.delete().where(fts.c.trace_id.in_(ids)))
             return
-        # By rowid, the spans' own: FTS5 cannot find rows by an unindexed column
-        # without reading every row.
+        # FTS5's delete command, given the text as it was indexed, by the spans'
+        # rowids (FTS5 cannot find rows by an unindexed column without reading all).
         marks = ", ".join("?" * len(ids))
         conn.exec_driver_sql(
-            f"DELETE FROM {s.FTS_TABLE} WHERE rowid IN "
+            f"INSERT INTO {s.FTS_TABLE} ({s.FTS_TABLE}, rowid, trace_id, content) "
+            f"SELECT 'delete', id, trace_id, content FROM {_TEXT_SOURCE} WHERE id IN "
             f"(SELECT rowid FROM spans WHERE trace_id IN ({marks}))", tuple(ids))
 
     def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
@@ -774,7 +779,7 @@ class SqlTraceStore:
 
 def _text(inputs: str | None, outputs: str | None) -> str:
     """What the full-text index holds of a span: the start of its inputs and outputs
-    (``_SQLITE_TEXT_FROM_SPANS`` computes the same in SQL)."""
+    (the SQLite view ``_TEXT_SOURCE`` computes the same in SQL)."""
     return f"{(inputs or '')[:_TEXT_CHARS]}\n{(outputs or '')[:_TEXT_CHARS]}"
 
 
@@ -812,10 +817,11 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 def _loads(text: str | None) -> Any:
+    """A stored JSON value (text that is not JSON comes back as it is)."""
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return from_json(text)
     except ValueError:
         return text
 

@@ -95,10 +95,8 @@ def test_bulk_load_into_a_store_that_holds_the_spans_stores_them_once(db_path):
     with closing(sqlite3.connect(db_path)) as con:
         assert con.execute("SELECT count(*) FROM spans").fetchone() == (120,)
         assert con.execute("SELECT count(*) FROM traces").fetchone() == (30,)
-        # One full-text row per span with text, under the span's own rowid.
-        assert con.execute("SELECT count(*) FROM trace_text t JOIN spans s "
-                           "ON s.rowid = t.rowid AND s.trace_id = t.trace_id").fetchone() == (120,)
-        assert con.execute("SELECT count(*) FROM trace_text").fetchone() == (120,)
+        # The full-text index holds each span once (FTS5 checks it against the spans).
+        con.execute("INSERT INTO trace_text (trace_text, rank) VALUES ('integrity-check', 1)")
 
 
 def _indexes(db_path: Path) -> list[str]:
@@ -122,6 +120,7 @@ def test_bulk_load_rebuilds_the_indexes_and_restores_the_connection(db_path):
     assert pragmas == {"cache_size": -65_536, "wal_autocheckpoint": 10_000}
     with closing(sqlite3.connect(db_path)) as con:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        con.execute("INSERT INTO trace_text (trace_text, rank) VALUES ('integrity-check', 1)")
         plan = " ".join(str(row) for row in con.execute(
             "EXPLAIN QUERY PLAN SELECT trace_id FROM span_attributes "
             "WHERE key = 'model' AND str_value = 'a'"))
