@@ -54,6 +54,11 @@ def _v2_to_v3(conn: Connection) -> None:
     # by the span's rowid (SQLite). The store rebuilds the table after the steps.
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {s.FTS_TABLE}")
+    for old in ("ix_traces_experiment_state_timestamp_ms",
+                "ix_traces_experiment_name_timestamp_ms"):
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {old}")
+    for index in s.traces.indexes:
+        index.create(conn, checkfirst=True)
 
 
 _STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}

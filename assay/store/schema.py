@@ -7,7 +7,9 @@ query that needs it, since every index costs every write. Version history:
     2  traces.end_time_ms/client_request_id/run_id, spans.duration_ns, span_attributes
        (typed key/value), assessments, trace_text (SQLite FTS5, trigram), filter
        indexes
-    3  trace_text rows keyed by the span's rowid on SQLite (was a hash of the span id)
+    3  SQLite's trace_text reads the spans' text through a view, rows keyed by the
+       span's rowid (was its own copy, keyed by a hash of the span id); the trace
+       state and name indexes end with trace_id (the order's tiebreak)
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -63,8 +65,8 @@ traces = Table(
     Column("run_id", String(64)),
     Index(None, "experiment", "timestamp_ms", "trace_id"),
     Index(None, "timestamp_ms", "trace_id"),
-    Index(None, "experiment", "state", "timestamp_ms"),
-    Index(None, "experiment", "name", "timestamp_ms"),
+    Index(None, "experiment", "state", "timestamp_ms", "trace_id"),
+    Index(None, "experiment", "name", "timestamp_ms", "trace_id"),
     Index(None, "experiment", "execution_time_ms"),
     Index(None, "run_id"),
 )

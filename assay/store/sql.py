@@ -532,6 +532,8 @@ class SqlTraceStore:
                         with self._fork_guard, conn.begin():
                             for index in deferred:
                                 index.create(conn, checkfirst=True)
+                    if total:
+                        self._analyze(conn)
                     if sqlite_db:
                         _pragma(conn, f"cache_size = {_CACHE_PAGES}")
                         _pragma(conn, f"wal_autocheckpoint = {_CHECKPOINT_PAGES}")
@@ -540,6 +542,23 @@ class SqlTraceStore:
             raise StoreError(f"bulk load into the trace store {self.uri} failed after "
                              f"{total} span(s): {exc.orig}") from exc
         return total
+
+    def _analyze(self, conn: Connection) -> None:
+        """Refresh the planner's statistics after a load.
+
+        Without them SQLite cannot tell a rare tag from a common one, and walks
+        every trace newest first to find the few that carry a rare tag, rather
+        than fetching those few and sorting them (measured at 10,000 traces:
+        3.2 ms against 0.04 ms).
+        """
+        tables = ("traces", "spans", "span_attributes", "trace_tags", "trace_metadata",
+                  "assessments")
+        with self._fork_guard, conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
+            else:
+                for table in tables:
+                    conn.exec_driver_sql(f"ANALYZE {table}")
 
     def _write_counted(self, records: list[SpanRecord]) -> int:
         self.write_spans(records)
