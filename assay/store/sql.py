@@ -481,8 +481,8 @@ class SqlTraceStore:
                                [(t, k, v) for (t, k), v in pairs.items()])
 
     # -- bulk loading ---------------------------------------------------------
-    def bulk_load(self, records: Iterable[SpanRecord], *, chunk_spans: int = 50_000,
-                  defer_indexes: bool | None = None, cache_mb: int = 512) -> int:
+    def bulk_load(self, records: Iterable[SpanRecord], *, chunk_spans: int = 200_000,
+                  defer_indexes: bool | None = None, cache_mb: int = 1024) -> int:
         """Store many spans at once: an import, a migration, a benchmark's corpus.
 
         Same result as :meth:`write_spans` over the same records, several times
