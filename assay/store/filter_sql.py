@@ -36,7 +36,7 @@ from assay.errors import InvalidFilter
 from assay.store import schema as s
 from assay.store.filter_ast import Comparison, Expr, Field, Not, Or, iso_to_epoch_ms
 
-__all__ = ["compile_filter"]
+__all__ = ["compile_correlated", "compile_filter"]
 
 _T = s.traces.c
 _TRACE_COLUMNS = {
@@ -51,11 +51,30 @@ _SOURCE_RUN = "mlflow.sourceRun"
 
 
 class _Compiler:
-    def __init__(self, dialect: str, fts: bool, filter_string: str) -> None:
+    def __init__(self, dialect: str, fts: bool, filter_string: str,
+                 correlated: bool = False) -> None:
         self.dialect = dialect
         self.fts = fts
         self.text = filter_string
         self.position = 0
+        self.correlated = correlated
+        self.subqueries = 0  # correlated ones
+
+    def member(self, sub: Any, *, negate: bool = False,
+               correlate: bool = True) -> ColumnElement[bool]:
+        """The trace is (or with ``negate``, is not) among ``sub``'s trace ids.
+
+        Either ``trace_id IN (sub)``, which the database computes once, or, in
+        correlated mode, ``EXISTS (sub AND its trace_id = traces.trace_id)``, a
+        probe per trace that lets a walk through the newest traces stop at the
+        page size (``correlate=False`` keeps IN for a subquery that cannot be
+        probed by trace id, such as the full-text table's).
+        """
+        if self.correlated and correlate:
+            self.subqueries += 1
+            probe = sub.where(sub.selected_columns[0] == _T.trace_id).exists()
+            return not_(probe) if negate else probe
+        return _T.trace_id.not_in(sub) if negate else _T.trace_id.in_(sub)
 
     def error(self, message: str, position: int, hint: str | None = None) -> InvalidFilter:
         return InvalidFilter(message, filter_string=self.text, position=position, hint=hint)
@@ -148,6 +167,7 @@ class _Compiler:
         pattern = str(cmp.value)
         negate = cmp.op.startswith("NOT")
         insensitive = "ILIKE" in cmp.op
+        indexed = True
         if self.fts and self.dialect == "postgresql":
             fts = s.fts_table()  # pg_trgm serves LIKE and ILIKE alike
             content = fts.c.content
@@ -161,11 +181,13 @@ class _Compiler:
                 cond = and_(cond, _glob(fts.c.content, pattern))
             sub = select(fts.c.trace_id).where(cond)
         else:
+            indexed = False
             sp = s.spans.alias("tx")
             sub = select(sp.c.trace_id).where(or_(
                 self.like(sp.c.inputs, pattern, insensitive=insensitive),
                 self.like(sp.c.outputs, pattern, insensitive=insensitive)))
-        member = _T.trace_id.in_(sub)
+        # The text index cannot be probed by trace id: it is searched once.
+        member = self.member(sub, correlate=not indexed)
         return not_(member) if negate else member
 
     def keyed(self, cmp: Comparison) -> ColumnElement[bool]:
@@ -175,10 +197,10 @@ class _Compiler:
         table = {"tag": s.trace_tags, "metadata": s.trace_metadata}[cmp.field.kind].alias()
         has_key = select(table.c.trace_id).where(table.c.key == cmp.field.key)
         if cmp.op == "IS NULL":
-            return _T.trace_id.not_in(has_key)
+            return self.member(has_key, negate=True)
         if cmp.op == "IS NOT NULL":
-            return _T.trace_id.in_(has_key)
-        return _T.trace_id.in_(has_key.where(self.compare(table.c.value, cmp.op, cmp.value)))
+            return self.member(has_key)
+        return self.member(has_key.where(self.compare(table.c.value, cmp.op, cmp.value)))
 
     def assessment(self, cmp: Comparison) -> ColumnElement[bool]:
         a = s.assessments.alias()
@@ -186,10 +208,10 @@ class _Compiler:
                                            a.c.name == cmp.field.key,
                                            a.c.overridden_by.is_(None))
         if cmp.op == "IS NULL":
-            return _T.trace_id.not_in(valid.where(_present(a)))
+            return self.member(valid.where(_present(a)), negate=True)
         if cmp.op == "IS NOT NULL":
-            return _T.trace_id.in_(valid.where(_present(a)))
-        return _T.trace_id.in_(valid.where(self.typed(a, cmp.op, cmp.value)))
+            return self.member(valid.where(_present(a)))
+        return self.member(valid.where(self.typed(a, cmp.op, cmp.value)))
 
     def span_group(self, items: list[Comparison]) -> ColumnElement[bool]:
         """Comparisons that must all hold for one and the same span."""
@@ -205,7 +227,7 @@ class _Compiler:
         for c in attrs:
             self.position = c.position
             conds.append(self.span_attribute(sp, c))
-        return _T.trace_id.in_(select(sp.c.trace_id).where(*conds))
+        return self.member(select(sp.c.trace_id).where(*conds))
 
     def attribute_only(self, cmp: Comparison) -> ColumnElement[bool]:
         a = s.span_attributes.alias("sa")
@@ -216,7 +238,7 @@ class _Compiler:
             sub = sub.where(_present(a))
         else:
             sub = sub.where(self.typed(a, cmp.op, cmp.value))
-        return _T.trace_id.in_(sub)
+        return self.member(sub)
 
     def span_attribute(self, sp: Any, cmp: Comparison) -> ColumnElement[bool]:
         a = s.span_attributes.alias()
@@ -319,3 +341,13 @@ def compile_filter(expr: Expr | None, *, dialect: str, fts: bool,
     if expr is None:
         return true()
     return _Compiler(dialect, fts, filter_string).expr(expr)
+
+
+def compile_correlated(expr: Expr, *, dialect: str, fts: bool,
+                       filter_string: str = "") -> ColumnElement[bool] | None:
+    """The same condition with each subquery as a correlated ``EXISTS`` probe, for
+    a walk through the traces in order that stops at the page size; ``None``
+    when the filter has no such subquery (then both forms are the same)."""
+    compiler = _Compiler(dialect, fts, filter_string, correlated=True)
+    cond = compiler.expr(expr)
+    return cond if compiler.subqueries else None

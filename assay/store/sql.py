@@ -71,6 +71,10 @@ _BUSY_TIMEOUT_MS = 30_000
 _CACHE_PAGES = -65_536  # negative: in KiB, so 64 MiB
 _CHECKPOINT_PAGES = 10_000
 _FORK_WAIT_S = 5.0
+# How long a search on SQLite walks the traces in page order, probing each, before
+# it gathers the matches first instead (see SqlTraceStore.search).
+_WALK_BUDGET_S = 0.005
+_WALK_STEPS = 1_000  # SQLite virtual-machine steps between looks at the clock
 
 
 def _make_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
@@ -694,14 +698,25 @@ class SqlTraceStore:
             traces = self._assemble(conn, [row._mapping], include_spans=True)
         return traces[0]
 
-    def _where(self, experiment: str | None, filter_string: str | None) -> Any:
+    def _where(self, experiment: str | None, filter_string: str | None, *,
+               correlated: bool = False) -> Any:
+        """The WHERE condition for a filter; with ``correlated``, the form whose
+        subqueries are probed per trace (``None`` when it has no subquery)."""
         from assay.store.filter_parser import parse_filter
-        from assay.store.filter_sql import compile_filter
+        from assay.store.filter_sql import compile_correlated, compile_filter
 
-        self._get_engines()
+        dialect = self._get_engines()[0].dialect.name
         expr = parse_filter(filter_string) if filter_string else None
-        cond = compile_filter(expr, dialect=self._get_engines()[0].dialect.name, fts=self._fts,
-                              filter_string=filter_string or "")
+        if correlated:
+            if expr is None:
+                return None
+            cond = compile_correlated(expr, dialect=dialect, fts=self._fts,
+                                      filter_string=filter_string or "")
+            if cond is None:
+                return None
+        else:
+            cond = compile_filter(expr, dialect=dialect, fts=self._fts,
+                                  filter_string=filter_string or "")
         if experiment is not None:
             cond = and_(s.traces.c.experiment == experiment, cond)
         return cond
@@ -713,6 +728,13 @@ class SqlTraceStore:
         """One page of the traces matching ``filter_string``, in ``order_by`` order
         (newest first by default), continuing after ``page_token``.
 
+        On SQLite a filter on what a trace has many of (tags, spans, attributes,
+        assessments) is first tried as a walk through the traces in page order
+        that probes each one and stops at the page size: fast when matches are
+        common, whatever their number. When that walk does not fill the page
+        within a few milliseconds (the matches are rare), the matching trace ids
+        are gathered first and the page is picked from them.
+
         Raises:
             InvalidFilter: the filter or the ordering is malformed.
             ValueError: the page token was not issued for this ordering.
@@ -722,15 +744,25 @@ class SqlTraceStore:
         if order_by is None and order == "oldest":
             order_by = ["timestamp_ms ASC"]
         keys = ordering.parse_order_by(order_by)
-        query = select(s.traces).where(self._where(experiment, filter_string))
-        if page_token is not None:
-            query = query.where(ordering.keyset_condition(
-                keys, ordering.decode_token(page_token, keys)))
-        labelled = [k.expr.label(f"_sort{i}") for i, k in enumerate(keys)]
-        query = query.add_columns(*labelled).order_by(*ordering.order_clauses(keys))
-        query = query.limit(max_results + 1)
+
+        def page_query(cond: Any) -> Any:
+            query = select(s.traces).where(cond)
+            if page_token is not None:
+                query = query.where(ordering.keyset_condition(
+                    keys, ordering.decode_token(page_token, keys)))
+            labelled = [k.expr.label(f"_sort{i}") for i, k in enumerate(keys)]
+            query = query.add_columns(*labelled).order_by(*ordering.order_clauses(keys))
+            return query.limit(max_results + 1)
+
+        query = page_query(self._where(experiment, filter_string))
+        probe = None
+        if self._get_engines()[0].dialect.name == "sqlite":
+            cond = self._where(experiment, filter_string, correlated=True)
+            probe = None if cond is None else page_query(cond)
         with self._read() as conn:
-            rows = [r._mapping for r in conn.execute(query)]
+            rows = None if probe is None else _walk(conn, probe, _WALK_BUDGET_S)
+            if rows is None:
+                rows = [r._mapping for r in conn.execute(query)]
             more = len(rows) > max_results
             rows = rows[:max_results]
             traces = self._assemble(conn, rows, include_spans=include_spans)
@@ -806,6 +838,33 @@ def _span_key(span_id: str) -> int:
     """A PostgreSQL full-text row's key: from the span id, so that a span
     delivered twice replaces its own row."""
     return int(span_id, 16) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _walk(conn: Connection, query: Any, budget_s: float) -> list[Any] | None:
+    """The rows of ``query`` (SQLite), or ``None`` when it runs longer than
+    ``budget_s``: SQLite's progress handler then interrupts it."""
+    if not conn.in_transaction():
+        conn.begin()  # outside the budget: the page and its parts read one snapshot
+    raw = conn.connection.dbapi_connection
+    deadline = time.perf_counter() + budget_s
+    interrupted = False
+
+    def over_budget() -> int:
+        nonlocal interrupted
+        interrupted = time.perf_counter() > deadline
+        return 1 if interrupted else 0
+
+    raw.set_progress_handler(over_budget, _WALK_STEPS)  # type: ignore[union-attr]
+    try:
+        return [r._mapping for r in conn.execute(query)]
+    except OperationalError:
+        # "interrupted", or whatever a step it cut short reports (an FTS5 table
+        # being opened says "vtable constructor failed").
+        if not interrupted:
+            raise
+        return None
+    finally:
+        raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
 
 
 def _pragma(conn: Connection, pragma: str) -> None:

@@ -859,7 +859,7 @@ def test_the_plan_of_a_benchmark_query_never_scans_every_span(corpus, corpus_db,
                         return_type="list")
     assay.count_traces(filter_string)
     queries = [(s, p) for s, p in captured_sql if re.search(r"\bFROM traces\b", s)]
-    assert len(queries) == 2, captured_sql  # the page, the count
+    assert len(queries) == 2, captured_sql  # the page (walked), the count
     for statement, parameters in queries:
         plan = query_plan(corpus_db, statement, parameters)
         scans = [line for line in plan if _SPAN_TABLES.match(line.strip())]
@@ -880,3 +880,54 @@ def test_the_default_order_walks_the_timestamp_index_without_sorting(corpus, cor
                                  if re.search(r"\bFROM traces\b", s))
     plan = query_plan(corpus_db, statement, parameters)
     assert not any("TEMP B-TREE FOR ORDER BY" in line for line in plan), "\n".join(plan)
+
+
+# -- SQLite: the walk in page order and the gathered page agree ----------------------------------
+
+@pytest.fixture
+def gather_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every walk through the traces is interrupted at once: pages are gathered."""
+    from assay.store import sql
+
+    monkeypatch.setattr(sql, "_WALK_BUDGET_S", 0.0)
+    monkeypatch.setattr(sql, "_WALK_STEPS", 1)
+
+
+@pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("filter_string", "expected"), table_params(CASES))
+def test_a_gathered_page_finds_what_the_walk_finds(corpus, gather_first, filter_string,
+                                                   expected):
+    found = corpus.search(filter_string)
+    assert set(found) == expected
+    assert len(found) == len(expected)
+
+
+@pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("filter_string", "order_by", "expected"), ORDERINGS,
+                         ids=[f"{f}|{o}" for f, o, _ in ORDERINGS])
+def test_gathered_pages_keep_the_order_and_visit_each_match_once(
+        corpus, gather_first, filter_string, order_by, expected):
+    want = expected(corpus)
+    for size in (1, 3):
+        assert corpus.walk(size, filter_string=filter_string, order_by=order_by) == want
+
+
+@pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("filter_string", BENCHMARK_QUERIES)
+def test_an_interrupted_walk_is_followed_by_a_gathered_page_on_indexes(
+        corpus, corpus_db, captured_sql, gather_first, filter_string):
+    corpus.labels(filter_string)
+    captured_sql.clear()
+    assay.search_traces(filter_string, max_results=100, include_spans=False,
+                        return_type="list")
+    pages = [(s, p) for s, p in captured_sql if re.search(r"\bFROM traces\b", s)]
+    has_subquery = re.search(r"\b(span|tags?|metadata|feedback)\.", filter_string)
+    # The walk (probing each trace with EXISTS), then the page gathered with IN.
+    assert len(pages) == (2 if has_subquery else 1), captured_sql
+    if has_subquery:
+        assert "traces.trace_id IN" not in pages[0][0]
+        assert "traces.trace_id IN" in pages[1][0] or "NOT" in filter_string
+    for statement, parameters in pages:
+        plan = query_plan(corpus_db, statement, parameters)
+        assert not [line for line in plan if _SPAN_TABLES.match(line.strip())], "\n".join(plan)
+        assert not [line for line in plan if _KEYED_TABLES.match(line.strip())], "\n".join(plan)
