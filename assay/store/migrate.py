@@ -59,6 +59,24 @@ def _v2_to_v3(conn: Connection) -> None:
         conn.exec_driver_sql(f"DROP INDEX IF EXISTS {old}")
     for index in s.traces.indexes:
         index.create(conn, checkfirst=True)
+    _rekey_span_attributes(conn)
+
+
+def _rekey_span_attributes(conn: Connection) -> None:
+    """span_attributes keyed (trace_id, key, span_id)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ALTER TABLE span_attributes DROP CONSTRAINT pk_span_attributes, "
+                             "ADD CONSTRAINT pk_span_attributes "
+                             "PRIMARY KEY (trace_id, key, span_id)")
+        return
+    # SQLite cannot change a primary key in place: the table is copied.
+    conn.exec_driver_sql("ALTER TABLE span_attributes RENAME TO span_attributes_v2")
+    for index in s.span_attributes.indexes:
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+    s.span_attributes.create(conn)
+    conn.exec_driver_sql("INSERT INTO span_attributes SELECT trace_id, span_id, key, value_kind, "
+                         "num_value, str_value FROM span_attributes_v2")
+    conn.exec_driver_sql("DROP TABLE span_attributes_v2")
 
 
 _STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}

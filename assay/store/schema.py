@@ -9,7 +9,8 @@ query that needs it, since every index costs every write. Version history:
        indexes
     3  SQLite's trace_text reads the spans' text through a view, rows keyed by the
        span's rowid (was its own copy, keyed by a hash of the span id); the trace
-       state and name indexes end with trace_id (the order's tiebreak)
+       state and name indexes end with trace_id (the order's tiebreak);
+       span_attributes keyed (trace_id, key, span_id) (was trace, span, key)
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Table,
@@ -95,12 +97,15 @@ spans = Table(
 
 span_attributes = Table(
     "span_attributes", metadata,
-    Column("trace_id", String(32), primary_key=True),
-    Column("span_id", String(16), primary_key=True),
-    Column("key", String(250), primary_key=True),
+    Column("trace_id", String(32), nullable=False),
+    Column("span_id", String(16), nullable=False),
+    Column("key", String(250), nullable=False),
     Column("value_kind", String(1), nullable=False),
     Column("num_value", Float),
     Column("str_value", Text),
+    # Keyed (trace, key, span): a search probing one trace for one key seeks
+    # straight to it.
+    PrimaryKeyConstraint("trace_id", "key", "span_id"),
     Index(None, "key", "value_kind", "num_value", "trace_id"),
     Index(None, "key", "str_value", "trace_id"),
     sqlite_with_rowid=False,

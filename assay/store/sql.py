@@ -16,7 +16,9 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Literal
 
@@ -121,6 +123,27 @@ def _lower(value: Any) -> Any:
 def _is_locked(exc: OperationalError) -> bool:
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+@dataclass(slots=True)
+class _Rows:
+    """What one batch of spans writes, table by table."""
+
+    spans: list[tuple[Any, ...]]
+    attributes: list[tuple[Any, ...]]
+    traces: list[tuple[Any, ...]]
+    tags: list[tuple[str, str, str]]
+    metadata: list[tuple[str, str, str]]
+    text: list[tuple[int, str, str]]  # PostgreSQL's full-text rows
+
+
+@dataclass
+class _Load:
+    """A bulk load's progress: spans written, and the indexes it dropped."""
+
+    defer: bool | None
+    total: int = 0
+    deferred: list[Any] = field(default_factory=list)
 
 
 class SqlTraceStore:
@@ -326,24 +349,22 @@ class SqlTraceStore:
         else:
             conn.exec_driver_sql(_SQLITE_TEXT_FROM_SPANS, (0,))
 
-    def _index_text(self, conn: Connection, records: Sequence[SpanRecord],
+    def _index_text(self, conn: Connection, pg_rows: list[tuple[int, str, str]],
                     first_new_rowid: int | None) -> None:
         """Index the text of the spans this batch added.
 
-        On SQLite a full-text row takes its span's rowid, copied over in one
-        statement from the spans just inserted (a span the store already held
-        was not inserted again, so it is not indexed twice). Rowids only grow,
-        and FTS5 keeps its pending terms in memory only while rowids ascend:
-        random rowids flush a tiny segment for nearly every span and cost about
-        six times as much. On PostgreSQL the row is keyed by the span id and
-        upserted.
+        On SQLite a full-text row takes its span's rowid, and is read from the
+        span itself: the statement names the spans just inserted (a span the
+        store already held was not inserted again, so it is not indexed twice).
+        Rowids only grow, and FTS5 keeps its pending terms in memory only while
+        rowids ascend: random rowids flush a tiny segment for nearly every span
+        and cost about six times as much. On PostgreSQL ``pg_rows`` are upserted,
+        keyed by the span id.
         """
         if first_new_rowid is not None:
             conn.exec_driver_sql(_SQLITE_TEXT_FROM_SPANS, (first_new_rowid,))
-            return
-        self._insert_text(conn, [
-            (_span_key(r.span_id), r.trace_id, _text(r.inputs_json, r.outputs_json))
-            for r in records if r.inputs_json is not None or r.outputs_json is not None])
+        else:
+            self._insert_text(conn, pg_rows)
 
     @staticmethod
     def _insert_text(conn: Connection, rows: list[tuple[int, str, str]]) -> None:
@@ -442,7 +463,40 @@ class SqlTraceStore:
             conn.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
 
     def _write_batch(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
+        self._write_rows(conn, self._batch_rows(records, conn.dialect.name == "postgresql"))
+
+    def _batch_rows(self, records: Sequence[SpanRecord], pg: bool) -> _Rows:
+        """The rows a batch of spans adds to each table (no database needed, so a
+        bulk load prepares the next chunk while the database writes this one)."""
         dumps = json.dumps
+        spans = [(
+            r.trace_id, r.span_id, r.parent_id, r.name, r.span_type, r.status,
+            r.status_message, r.start_time_ns, r.end_time_ns, r.inputs_json, r.outputs_json,
+            dumps(r.attributes, ensure_ascii=False, default=str) if r.attributes else "{}",
+            dumps(r.events, ensure_ascii=False, default=str) if r.events else "[]",
+            r.end_time_ns - r.start_time_ns,
+        ) for r in records]
+        attrs = [(r.trace_id, r.span_id, key, *typed_value(value))
+                 for r in records for key, value in r.attributes.items()]
+        best: dict[str, SpanRecord] = {}
+        for r in records:
+            cur = best.get(r.trace_id)
+            if cur is None or (r.root_rank, -r.start_time_ns) > (cur.root_rank, -cur.start_time_ns):
+                best[r.trace_id] = r
+        kv: list[list[tuple[str, str, str]]] = []
+        for attr in ("trace_tags", "trace_metadata"):
+            pairs: dict[tuple[str, str], str] = {}
+            for r in sorted(records, key=lambda r: r.end_time_ns):
+                for k, v in getattr(r, attr).items():
+                    pairs[(r.trace_id, k)] = v
+            kv.append([(t, k, v) for (t, k), v in pairs.items()])
+        text = [(_span_key(r.span_id), r.trace_id, _text(r.inputs_json, r.outputs_json))
+                for r in records
+                if r.inputs_json is not None or r.outputs_json is not None] if pg else []
+        return _Rows(spans, attrs, [self._trace_row(r) for r in best.values()], kv[0], kv[1],
+                     text)
+
+    def _write_rows(self, conn: Connection, rows: _Rows) -> None:
         first_new_rowid = None
         if self._fts and conn.dialect.name == "sqlite":
             # Inside the write transaction: every span this batch adds gets a
@@ -450,39 +504,18 @@ class SqlTraceStore:
             first_new_rowid = int(conn.exec_driver_sql(
                 "SELECT coalesce(max(rowid), 0) + 1 FROM spans").scalar() or 1)
         self._run_many(conn, "spans", lambda: self._insert(s.spans).on_conflict_do_nothing(),
-                       _SPAN_COLUMNS, [(
-            r.trace_id, r.span_id, r.parent_id, r.name, r.span_type, r.status,
-            r.status_message, r.start_time_ns, r.end_time_ns, r.inputs_json, r.outputs_json,
-            dumps(r.attributes, ensure_ascii=False, default=str) if r.attributes else "{}",
-            dumps(r.events, ensure_ascii=False, default=str) if r.events else "[]",
-            r.end_time_ns - r.start_time_ns,
-        ) for r in records])
-        attr_rows = [(r.trace_id, r.span_id, key, *typed_value(value))
-                     for r in records for key, value in r.attributes.items()]
-        if attr_rows:
+                       _SPAN_COLUMNS, rows.spans)
+        if rows.attributes:
             self._run_many(conn, "span_attributes",
                            lambda: self._insert(s.span_attributes).on_conflict_do_nothing(),
-                           _ATTR_COLUMNS, attr_rows)
+                           _ATTR_COLUMNS, rows.attributes)
         if self._fts:
-            self._index_text(conn, records, first_new_rowid)
-
-        best: dict[str, SpanRecord] = {}
-        for r in records:
-            cur = best.get(r.trace_id)
-            if cur is None or (r.root_rank, -r.start_time_ns) > (cur.root_rank, -cur.start_time_ns):
-                best[r.trace_id] = r
-        self._run_many(conn, "traces", self._trace_upsert, _TRACE_COLUMNS,
-                       [self._trace_row(r) for r in best.values()])
-
-        for table, attr in ((s.trace_tags, "trace_tags"), (s.trace_metadata, "trace_metadata")):
-            pairs: dict[tuple[str, str], str] = {}
-            for r in sorted(records, key=lambda r: r.end_time_ns):
-                for k, v in getattr(r, attr).items():
-                    pairs[(r.trace_id, k)] = v
-            if pairs:
+            self._index_text(conn, rows.text, first_new_rowid)
+        self._run_many(conn, "traces", self._trace_upsert, _TRACE_COLUMNS, rows.traces)
+        for table, kv_rows in ((s.trace_tags, rows.tags), (s.trace_metadata, rows.metadata)):
+            if kv_rows:
                 self._run_many(conn, table.name, lambda t=table: self._kv_upsert(t),
-                               ["trace_id", "key", "value"],
-                               [(t, k, v) for (t, k), v in pairs.items()])
+                               ["trace_id", "key", "value"], kv_rows)
 
     # -- bulk loading ---------------------------------------------------------
     def bulk_load(self, records: Iterable[SpanRecord], *, chunk_spans: int = 200_000,
@@ -495,7 +528,9 @@ class SqlTraceStore:
         the connection gets a page cache of ``cache_mb`` for the load, and the
         secondary indexes are dropped first and built once at the end when
         ``defer_indexes`` is true (by default: when the store holds fewer spans
-        than the first chunk, so that rebuilding costs less than keeping them).
+        than the first chunk, so that rebuilding costs less than keeping them;
+        PostgreSQL keeps its indexes). The planner's statistics are refreshed
+        at the end.
         Other processes may read and write the store meanwhile (between chunks);
         their searches are slower until the indexes are back. When the records'
         source raises, the chunks written stay and the indexes are rebuilt before
@@ -513,8 +548,7 @@ class SqlTraceStore:
         if self._memory:
             return sum(self._write_counted(chunk) for chunk in _chunked(records, chunk_spans))
         sqlite_db = writer.dialect.name == "sqlite"
-        total = 0
-        deferred: list[Any] = []
+        load = _Load(defer=defer_indexes if sqlite_db else False)
         try:
             with writer.connect() as conn:
                 if sqlite_db:
@@ -523,29 +557,54 @@ class SqlTraceStore:
                     # that several chunks dirty is copied into the file once.
                     _pragma(conn, "wal_autocheckpoint = 0")
                 try:
-                    for chunk in _chunked(records, chunk_spans):
-                        if total == 0 and sqlite_db:
-                            deferred = self._drop_for_load(conn, len(chunk), defer_indexes)
-                        chunk.sort(key=lambda r: (r.trace_id, r.span_id))
-                        with self._fork_guard, conn.begin():
-                            self._write_batch(conn, chunk)
-                        total += len(chunk)
+                    self._load_chunks(conn, records, chunk_spans, load)
                 finally:
                     # Also when the records' source fails: the store is left whole.
-                    if deferred:
-                        with self._fork_guard, conn.begin():
-                            for index in deferred:
-                                index.create(conn, checkfirst=True)
-                    if total:
-                        self._analyze(conn)
-                    if sqlite_db:
-                        _pragma(conn, f"cache_size = {_CACHE_PAGES}")
-                        _pragma(conn, f"wal_autocheckpoint = {_CHECKPOINT_PAGES}")
-                        _pragma(conn, "wal_checkpoint(RESTART)")
+                    self._finish_load(conn, load, sqlite_db)
         except OperationalError as exc:
             raise StoreError(f"bulk load into the trace store {self.uri} failed after "
-                             f"{total} span(s): {exc.orig}") from exc
-        return total
+                             f"{load.total} span(s): {exc.orig}") from exc
+        return load.total
+
+    def _load_chunks(self, conn: Connection, records: Iterable[SpanRecord], chunk_spans: int,
+                     load: _Load) -> None:
+        """Write the records chunk by chunk; a helper thread turns the next chunk
+        into rows while this one is written (SQLite and psycopg release the GIL
+        as they work)."""
+        pg = conn.dialect.name == "postgresql"
+        with ThreadPoolExecutor(1, thread_name_prefix="assay-bulk") as prepare:
+            pending: Any = None
+            chunks = _chunked(records, chunk_spans)
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except BaseException:
+                    # The source failed: what it gave before is stored.
+                    if pending is not None:
+                        load.total += self._write_chunk(conn, pending.result())
+                    raise
+                if pending is None and load.total == 0 and load.defer is not False:
+                    load.deferred = self._drop_for_load(conn, len(chunk), load.defer)
+                ready = prepare.submit(self._sorted_rows, chunk, pg)
+                if pending is not None:
+                    load.total += self._write_chunk(conn, pending.result())
+                pending = ready
+            if pending is not None:
+                load.total += self._write_chunk(conn, pending.result())
+
+    def _finish_load(self, conn: Connection, load: _Load, sqlite_db: bool) -> None:
+        if load.deferred:
+            with self._fork_guard, conn.begin():
+                for index in load.deferred:
+                    index.create(conn, checkfirst=True)
+        if load.total:
+            self._analyze(conn)
+        if sqlite_db:
+            _pragma(conn, f"cache_size = {_CACHE_PAGES}")
+            _pragma(conn, f"wal_autocheckpoint = {_CHECKPOINT_PAGES}")
+            _pragma(conn, "wal_checkpoint(RESTART)")
 
     def _analyze(self, conn: Connection) -> None:
         """Refresh the planner's statistics after a load.
@@ -563,6 +622,16 @@ class SqlTraceStore:
             else:
                 for table in tables:
                     conn.exec_driver_sql(f"ANALYZE {table}")
+
+    def _sorted_rows(self, chunk: list[SpanRecord], pg: bool) -> tuple[int, _Rows]:
+        chunk.sort(key=lambda r: (r.trace_id, r.span_id))  # walks each primary key once
+        return len(chunk), self._batch_rows(chunk, pg)
+
+    def _write_chunk(self, conn: Connection, prepared: tuple[int, _Rows]) -> int:
+        count, rows = prepared
+        with self._fork_guard, conn.begin():
+            self._write_rows(conn, rows)
+        return count
 
     def _write_counted(self, records: list[SpanRecord]) -> int:
         self.write_spans(records)

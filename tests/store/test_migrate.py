@@ -99,6 +99,13 @@ def test_v2_text_rows_keyed_by_span_hash_are_rebuilt_by_upgrade(db_uri, db_path,
         con.executemany("INSERT INTO trace_text (rowid, trace_id, content) VALUES (?, ?, ?)",
                         [(int(span, 16) & 0x7FFF_FFFF_FFFF_FFFF, tid, text)
                          for span, tid, text in rows])
+        # ... and span_attributes keyed (trace_id, span_id, key).
+        attrs = con.execute("SELECT * FROM span_attributes ORDER BY 1, 2, 3").fetchall()
+        con.execute("DROP TABLE span_attributes")
+        con.execute("CREATE TABLE span_attributes (trace_id VARCHAR(32), span_id VARCHAR(16), "
+                    "key VARCHAR(250), value_kind VARCHAR(1) NOT NULL, num_value FLOAT, "
+                    "str_value TEXT, PRIMARY KEY (trace_id, span_id, key)) WITHOUT ROWID")
+        con.executemany("INSERT INTO span_attributes VALUES (?, ?, ?, ?, ?, ?)", attrs)
         con.execute("UPDATE assay_schema SET version = 2")
     with pytest.raises(assay.StoreError, match="assay db upgrade"):
         assay.configure(store=db_uri)
@@ -107,6 +114,13 @@ def test_v2_text_rows_keyed_by_span_hash_are_rebuilt_by_upgrade(db_uri, db_path,
     with closing(sqlite3.connect(db_path)) as con:
         con.execute("INSERT INTO trace_text (trace_text, rank) VALUES ('integrity-check', 1)")
         assert con.execute("SELECT count(*) FROM trace_text_source").fetchone() == (3,)
+        assert con.execute("SELECT * FROM span_attributes ORDER BY 1, 2, 3").fetchall() == attrs
+        assert [row[1] for row in sorted(
+            con.execute("PRAGMA table_info(span_attributes)"), key=lambda r: r[5])
+            if row[5]] == ["trace_id", "key", "span_id"]
+        indexes = {row[1] for row in con.execute("PRAGMA index_list(span_attributes)")}
+        assert {"ix_span_attributes_key_str_value_trace_id",
+                "ix_span_attributes_key_value_kind_num_value_trace_id"} <= indexes
     assay.configure(store=db_uri, experiment="default")
     kettles = assay.search_traces("trace.text LIKE '%kettle%'", return_type="list")
     assert sorted(t.info.request_preview for t in kettles) == ['{"q":"kettle lid"}',
@@ -116,3 +130,27 @@ def test_v2_text_rows_keyed_by_span_hash_are_rebuilt_by_upgrade(db_uri, db_path,
     assert assay.search_traces("trace.text LIKE '%kettle%'", return_type="list") == []
     with closing(sqlite3.connect(db_path)) as con:
         con.execute("INSERT INTO trace_text (trace_text, rank) VALUES ('integrity-check', 1)")
+
+
+def test_a_version_2_store_on_postgresql_is_upgraded_in_place(pg_uri, capsys):
+    _traced_store(pg_uri)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(pg_uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:  # a version-2 store: span_attributes keyed (trace, span, key)
+        conn.execute(text("ALTER TABLE span_attributes DROP CONSTRAINT pk_span_attributes, "
+                          "ADD CONSTRAINT pk_span_attributes "
+                          "PRIMARY KEY (trace_id, span_id, key)"))
+        conn.execute(text("UPDATE assay_schema SET version = 2"))
+    assert main(["db", "upgrade", "--store", pg_uri]) == 0
+    assert f"from schema version 2 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    with engine.connect() as conn:
+        key = conn.execute(text(
+            "SELECT array_agg(a.attname ORDER BY k.n) FROM pg_constraint c "
+            "CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, n) "
+            "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum "
+            "WHERE c.conrelid = 'span_attributes'::regclass AND c.contype = 'p'")).scalar()
+    engine.dispose()
+    assert key == ["trace_id", "key", "span_id"]
+    assay.configure(store=pg_uri, experiment="default")
+    assert len(assay.search_traces("trace.text LIKE '%kettle%'", return_type="list")) == 2
