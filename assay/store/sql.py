@@ -73,6 +73,7 @@ _BUSY_TIMEOUT_MS = 30_000
 _CACHE_PAGES = -65_536  # negative: in KiB, so 64 MiB
 _CHECKPOINT_PAGES = 10_000
 _ANALYSIS_ROWS = 20_000  # index entries SQLite's ANALYZE samples per index
+_ANALYZE_FROM_SPANS = 20_000  # smaller stores are answered fast without statistics
 _FORK_WAIT_S = 5.0
 # How long a search on SQLite walks the traces in page order, probing each, before
 # it gathers the matches first instead (see SqlTraceStore.search).
@@ -163,6 +164,9 @@ class SqlTraceStore:
         self._ready = False
         self._sql_cache: dict[str, tuple[str, bool]] = {}
         self._fts = False
+        # SQLite's planner statistics are refreshed as the store grows: the spans
+        # to write before looking again (0: look at the first write).
+        self._until_check = 0 if not memory and url.startswith("sqlite") else 1 << 62
 
     # fork() hooks, called by the LazyStore that owns this store, in lock order.
     def before_fork(self) -> None:
@@ -426,13 +430,36 @@ class SqlTraceStore:
             try:
                 with self._write() as conn:
                     self._write_batch(conn, records)
-                return
+                break
             except OperationalError as exc:
                 if not _is_locked(exc) or time.monotonic() > deadline:
                     raise StoreError(f"cannot write to the trace store {self.uri}: "
                                      f"{exc.orig}") from exc
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
+        if self._until_check <= 0:
+            self._refresh_statistics()
+
+    def _refresh_statistics(self) -> None:
+        """Statistics for SQLite's planner as the store grows: refreshed when the
+        store holds twice the spans they were taken at (from
+        ``_ANALYZE_FROM_SPANS`` on), in the writer, between two batches (a few
+        milliseconds to a quarter of a second)."""
+        writer, _ = self._get_engines()
+        try:
+            with writer.connect() as conn:
+                spans = int(conn.exec_driver_sql(
+                    "SELECT coalesce(max(rowid), 0) FROM spans").scalar() or 0)
+                analyzed = _analyzed_rows(conn, "spans")
+                conn.rollback()
+                if spans >= _ANALYZE_FROM_SPANS and spans >= 2 * analyzed:
+                    self._analyze(conn)
+                    analyzed = spans
+        except OperationalError as exc:  # locked for long: try again a while later
+            log.warning("assay: could not refresh statistics of %s: %s", self.uri, exc.orig)
+            self._until_check = _ANALYZE_FROM_SPANS
+            return
+        self._until_check = max(2 * analyzed - spans, _ANALYZE_FROM_SPANS - spans, 1)
 
     def _insert(self, table: Any) -> Any:
         dialect = self._get_engines()[0].dialect.name
@@ -470,6 +497,7 @@ class SqlTraceStore:
 
     def _write_batch(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
         self._write_rows(conn, self._batch_rows(records, conn.dialect.name == "postgresql"))
+        self._until_check -= len(records)
 
     def _batch_rows(self, records: Sequence[SpanRecord], pg: bool) -> _Rows:
         """The rows a batch of spans adds to each table (no database needed, so a
@@ -947,6 +975,17 @@ def _walk(conn: Connection, query: Any, budget_s: float) -> list[Any] | None:
         return None
     finally:
         raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
+
+
+def _analyzed_rows(conn: Connection, table: str) -> int:
+    """The rows ``table`` had when SQLite's statistics were taken (0: never)."""
+    has_stats = conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'").first()
+    if has_stats is None:
+        return 0
+    stats = [row[0] for row in conn.exec_driver_sql(
+        "SELECT stat FROM sqlite_stat1 WHERE tbl = ?", (table,))]
+    return max((int(stat.split()[0]) for stat in stats if stat), default=0)
 
 
 def _pragma(conn: Connection, pragma: str) -> None:

@@ -503,3 +503,42 @@ def test_eight_threads_writing_into_one_store_object_lose_nothing(db_path, store
     assert sql(db_path, "SELECT count(*), count(DISTINCT trace_id) FROM spans") == [(640, 320)]
     assert store.count(experiment="test") == 320
     assert sql(db_path, "PRAGMA integrity_check") == [("ok",)]
+
+
+# -- planner statistics ---------------------------------------------------------------
+
+
+def _stats(path: Path) -> dict[str, int]:
+    if not sql(path, "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"):
+        return {}
+    return {tbl: int(stat.split()[0]) for tbl, stat in sql(
+        path, "SELECT tbl, stat FROM sqlite_stat1 WHERE tbl IN ('spans', 'traces')")}
+
+
+def test_statistics_are_refreshed_each_time_the_store_doubles(db_path, stores, monkeypatch):
+    from assay.store import sql as store_sql
+
+    monkeypatch.setattr(store_sql, "_ANALYZE_FROM_SPANS", 40)
+    store = stores(f"sqlite:///{db_path}")
+
+    def batch(first: int, n: int) -> list[SpanRecord]:
+        return [record(f"{i:032x}", f"{i:016x}", start=T0 + i) for i in range(first, first + n)]
+
+    store.write_spans(batch(1, 30))
+    assert _stats(db_path) == {}  # below the threshold: no statistics yet
+    store.write_spans(batch(31, 20))
+    assert _stats(db_path) == {"spans": 50, "traces": 50}
+    store.write_spans(batch(51, 30))  # 80 spans: not yet twice 50
+    assert _stats(db_path)["spans"] == 50
+    for first in range(81, 1200, 20):
+        store.write_spans(batch(first, 20))
+    assert _stats(db_path)["spans"] == 800  # refreshed at 100, 200, 400 and 800 spans
+
+    # Another process writing to the store looks at the statistics already there.
+    statements: list[str] = []
+    other = stores(f"sqlite:///{db_path}")
+    other.open()
+    with other.sql._get_engines()[0].connect() as conn:
+        conn.connection.dbapi_connection.set_trace_callback(statements.append)
+    other.write_spans(batch(2000, 10))
+    assert statements and not [s for s in statements if s.startswith("ANALYZE")]
