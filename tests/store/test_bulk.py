@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from assay.store import SpanRecord, open_store
 from assay.store.schema import span_attributes, spans, trace_metadata, trace_tags, traces
@@ -59,7 +60,7 @@ def two_stores(store_uri: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
 
 
 def _everything(store: Any) -> list[Any]:
-    page = store.search(experiment="bulk", max_results=1000, include_spans=True)
+    page = store.search(experiment="bulk", max_results=2000, include_spans=True)
     return [t.to_dict() for t in page.traces]
 
 
@@ -69,19 +70,36 @@ FILTERS = ["trace.status = 'ERROR'", "tags.user = 'u3'", "metadata.session = 's1
            "trace.text LIKE '%kettles%'", "trace.text LIKE '%answer 17.2%'"]
 
 
-def test_bulk_load_stores_what_write_spans_stores(two_stores):
+@pytest.mark.parametrize(("n_traces", "chunk_spans"), [(120, 97), (1300, 5000)])
+def test_bulk_load_stores_what_write_spans_stores(two_stores, n_traces, chunk_spans):
+    # 1,300 traces: a first chunk of more than 1,000 rows for every table, which
+    # PostgreSQL sends by COPY.
     reference, bulk = two_stores
-    records = corpus(120)
-    for i in range(0, len(records), 50):
-        reference.write_spans(records[i:i + 50])
-    assert bulk.bulk_load(iter(records), chunk_spans=97) == len(records)
+    records = corpus(n_traces)
+    for i in range(0, len(records), 500):
+        reference.write_spans(records[i:i + 500])
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        assert bulk.bulk_load(iter(records), chunk_spans=chunk_spans) == len(records)
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    staged = {s.split()[2] for s in statements if s.startswith("INSERT INTO")
+              and "FROM assay_stage_" in s}
+    copied = bulk.uri.startswith("postgresql") and n_traces > 1000
+    assert staged == ({"spans", "span_attributes", "trace_text", "traces", "trace_tags",
+                       "trace_metadata"} if copied else set())
 
     assert _everything(bulk) == _everything(reference)
     for flt in FILTERS:
         want = {t.info.trace_id for t in reference.search(
-            experiment="bulk", max_results=1000, filter_string=flt, include_spans=False).traces}
+            experiment="bulk", max_results=2000, filter_string=flt, include_spans=False).traces}
         got = {t.info.trace_id for t in bulk.search(
-            experiment="bulk", max_results=1000, filter_string=flt, include_spans=False).traces}
+            experiment="bulk", max_results=2000, filter_string=flt, include_spans=False).traces}
         assert got == want, flt
         assert want, f"the corpus should match {flt}"
 
