@@ -7,10 +7,11 @@
     python bench/search.py --postgres-uri postgresql://postgres@127.0.0.1:5432/test
 
 Loads N traces of 10 spans each into a fresh SQLite store through the store's bulk
-path (``SpanRecord``s built first, then handed to ``store.bulk_load``), logs feedback on about 10% of them with ``store.log_assessment``, and
-reports the bulk load rate. Then it times nine queries with ``max_results=100``
-(status, tag, time range, span name, span attribute equality, numeric span
-attribute range, feedback value, an OR of two tags, full text), each three ways:
+path (``SpanRecord``s built first, then handed to ``store.bulk_load``), logs feedback
+on about 10% of them with ``store.log_assessment``, and reports the bulk load rate.
+Then it times nine queries with ``max_results=100`` (status, tag, time range, span
+name, span attribute equality, numeric span attribute range, feedback value, an OR
+of two tags, full text), each three ways:
 ``store.search(..., include_spans=False)``, ``assay.search_traces(...,
 return_type="list")`` with spans, and ``assay.count_traces(...)``. Every figure is
 the median of R runs after one warm-up run; the runs of all queries are
@@ -496,16 +497,6 @@ def bench_assay(label: str, uri: str, sizes: Sizes, *, configure_global: bool,
         f"({load['assessment_rate']:,.0f}/s, one transaction each)")
     fts = getattr(store.sql, "_fts", None)
     say(f"  full-text index in use: {fts}")
-    writer = store.sql._get_engines()[0]
-    if writer.dialect.name == "postgresql":
-        # A server's autovacuum analyzes freshly loaded tables within a minute or so; without
-        # statistics the planner guesses a handful of rows per table. SQLite is left as assay
-        # leaves it (assay runs no ANALYZE there).
-        t0 = time.perf_counter()
-        with writer.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
-        load["analyze_s"] = time.perf_counter() - t0
-        say(f"  ANALYZE: {load['analyze_s']:.1f} s")
     if configure_global:
         # search_traces/count_traces read through the configured store: a second store
         # object on the same database, with its own connections.
