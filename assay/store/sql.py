@@ -440,14 +440,19 @@ class SqlTraceStore:
         milliseconds to a quarter of a second)."""
         writer, _ = self._get_engines()
         try:
-            with writer.connect() as conn:
+            # No write lock just to look; the fork guard, since opening a
+            # connection while another thread forks can leave SQLite's own
+            # mutexes locked in the child.
+            with self._fork_guard, self._read() as conn:
                 spans = int(conn.exec_driver_sql(
                     "SELECT coalesce(max(rowid), 0) FROM spans").scalar() or 0)
                 analyzed = _analyzed_rows(conn, "spans")
-                conn.rollback()
-                if spans >= _ANALYZE_FROM_SPANS and spans >= 2 * analyzed:
-                    self._analyze(conn)
-                    analyzed = spans
+            if spans >= _ANALYZE_FROM_SPANS and spans >= 2 * analyzed:
+                with self._fork_guard:
+                    writer_conn = writer.connect()
+                with writer_conn:
+                    self._analyze(writer_conn)
+                analyzed = spans
         except OperationalError as exc:  # locked for long: try again a while later
             log.warning("assay: could not refresh statistics of %s: %s", self.uri, exc.orig)
             self._until_check = _ANALYZE_FROM_SPANS
