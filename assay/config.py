@@ -67,6 +67,30 @@ def _check_policy(value: str) -> str:
     return value
 
 
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _parse_bytes(text: str) -> int:
+    """A size in bytes: ``268435456``, ``256MiB``, ``512 MB`` (KB/MB/GB are powers of
+    1000, KiB/MiB/GiB powers of 1024)."""
+    raw = text.strip().lower().replace("_", "")
+    digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
+    unit = raw[len(raw.rstrip("abcdefghijklmnopqrstuvwxyz")):]
+    if not digits.isdigit() or unit not in _BYTE_UNITS:
+        raise ValueError("expected a number of bytes, optionally with KB, MB, GB, KiB, MiB "
+                         "or GiB")
+    return _check_positive_int(int(digits) * _BYTE_UNITS[unit])
+
+
+def _check_spool_dir(value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a directory path")
+    return value
+
+
 def _parse_errors(text: str) -> str:
     value = text.strip().lower()
     if value not in ("log", "raise"):
@@ -100,6 +124,15 @@ ENV_VARS: tuple[_EnvVar, ...] = (
             "Ended spans held in memory per exporter before the queue-full policy applies."),
     _EnvVar("ASSAY_QUEUE_FULL_POLICY", "queue_full_policy", _parse_policy,
             "'block' (default): wait for the writer, up to 5 s, then drop; 'drop': drop at once."),
+    _EnvVar("ASSAY_SPOOL", "spool", _parse_bool,
+            "true/false: keep what an OTLP collector cannot take in time in a disk spool and "
+            "send it later (default true)."),
+    _EnvVar("ASSAY_SPOOL_DIR", "spool_dir", _check_spool_dir,
+            "Directory under which each destination gets its spool (default: the user's cache "
+            "directory, e.g. ~/.cache/assay/spool)."),
+    _EnvVar("ASSAY_SPOOL_MAX_BYTES", "spool_max_bytes", _parse_bytes,
+            "Bound of one process's spool per destination, e.g. 268435456 or 256MiB (the "
+            "default); past it the oldest spooled spans are dropped and counted."),
     _EnvVar("ASSAY_INTERNAL_ERRORS", "internal_errors", _parse_errors,
             "'log' (default): assay's own failures are logged and counted; 'raise' re-raises them "
             "(for assay's test suite)."),
@@ -118,6 +151,9 @@ class Settings:
     flush_interval_ms: int = 500
     max_queue_size: int = 50_000
     queue_full_policy: str = "block"
+    spool: bool = True
+    spool_dir: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
     internal_errors: str = "log"
 
 
@@ -148,6 +184,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "flush_interval_ms": _check_positive_int,
     "max_queue_size": _check_positive_int,
     "queue_full_policy": _check_policy,
+    "spool_dir": _check_spool_dir,
+    "spool_max_bytes": _check_positive_int,
 }
 
 
@@ -166,8 +204,8 @@ def _merge(base: Settings, overrides: dict[str, Any]) -> Settings:
                 raise ConfigurationError(f"configure({key}={value!r}): {exc}") from None
         elif key in ("store", "experiment") and (not isinstance(value, str) or not value):
             raise ConfigurationError(f"configure({key}={value!r}): expected a non-empty string")
-        elif key == "enabled" and not isinstance(value, bool):
-            raise ConfigurationError(f"configure(enabled={value!r}): expected True or False")
+        elif key in ("enabled", "spool") and not isinstance(value, bool):
+            raise ConfigurationError(f"configure({key}={value!r}): expected True or False")
         clean[key] = value
     return replace(base, **clean)
 
@@ -184,6 +222,9 @@ def configure(
     flush_interval_ms: int | None = None,
     max_queue_size: int | None = None,
     queue_full_policy: Literal["block", "drop"] | None = None,
+    spool: bool | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+    spool_max_bytes: int | None = None,
     use_global_tracer_provider: bool = False,
 ) -> None:
     """Configure tracing: where spans go, which experiment, sampling, redaction.
@@ -203,7 +244,11 @@ def configure(
             that ends it; return the span (changed as you like) or ``None`` to
             drop it. A redactor that raises drops the span and is counted.
         exporters: extra OpenTelemetry ``SpanExporter`` objects that receive
-            every span besides the store, each behind its own queue.
+            every span besides the store, each behind its own queue. An exporter
+            of the live configuration passed again is handed over to the new one
+            (flushed, not shut down); an exporter that an earlier configuration
+            shut down (when it was replaced without it, or by ``assay.shutdown()``)
+            cannot be used again and raises ``ConfigurationError``.
         max_value_bytes: largest JSON form of one recorded value; larger
             values are cut with a visible marker.
         flush_interval_ms: how often the background writer persists spans.
@@ -211,13 +256,24 @@ def configure(
             queue-full policy applies.
         queue_full_policy: ``"block"`` waits for the writer (up to 5 s, then
             drops and counts); ``"drop"`` drops at once and counts.
+        spool: keep what an OTLP exporter cannot deliver in time (its collector
+            down or slow, its queue full) in a disk spool, and send it when the
+            collector answers again or from the next process that uses the same
+            spool (default ``True``). Exporters of other kinds have no spool.
+        spool_dir: the directory under which each destination gets its spool,
+            in a subdirectory named after a hash of its endpoint (default: the
+            user's cache directory, ``$XDG_CACHE_HOME/assay/spool`` or
+            ``~/.cache/assay/spool`` on Linux).
+        spool_max_bytes: the bound of each spool (default 256 MiB); past it
+            the oldest spooled spans are dropped and counted.
         use_global_tracer_provider: add assay's processing to the application's
             global OpenTelemetry ``TracerProvider`` (installing one if there is
             none) instead of using assay's own provider.
 
     Raises:
-        ConfigurationError: an argument or environment variable is invalid, or
-            the store URI has an unknown scheme.
+        ConfigurationError: an argument or environment variable is invalid, the
+            store URI has an unknown scheme, or an exporter was shut down by an
+            earlier configuration.
         StoreError: the store cannot be opened (unwritable file, newer schema).
 
     Example:
@@ -235,6 +291,9 @@ def configure(
         "flush_interval_ms": flush_interval_ms,
         "max_queue_size": max_queue_size,
         "queue_full_policy": queue_full_policy,
+        "spool": spool,
+        "spool_dir": spool_dir,
+        "spool_max_bytes": spool_max_bytes,
     })
     if redact is not None and not callable(redact):
         raise ConfigurationError(f"configure(redact={redact!r}): expected a callable or None")

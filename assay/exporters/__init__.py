@@ -23,9 +23,35 @@ def __getattr__(name: str) -> Any:
 
 
 def stats() -> list[dict[str, Any]]:
-    """Counters of every exporter of the live configuration, one dict each:
-    ``exporter``, ``queued``, ``exported``, ``failed``, ``dropped``, ``batches``,
-    ``blocked``, ``redacted``, ``redact_errors``."""
+    """Counters of every exporter of the live configuration, one dict each, in the
+    order of the configuration (the store first).
+
+    Spans, counted since the configuration was made:
+
+    - ``produced``: spans handed to this exporter's queue by this process;
+    - ``inherited``: spans found in the disk spool, left there by earlier processes;
+    - ``exported``: delivered, straight from memory or replayed from the spool;
+    - ``failed``: lost because the exporter failed and nothing could keep them
+      (no spool, or a batch the destination refused for good);
+    - ``dropped``: lost for want of room: the queue full or closed, the spool over
+      its bound (oldest first) or unwritable, records torn by a crash;
+    - ``queued``: in memory now, waiting (at most the queue's bound);
+    - ``in_flight``: in memory now, taken by the queue's threads: being exported or
+      written to the spool;
+    - ``spooled``: in the disk spool now, safe on disk and waiting to be replayed;
+    - ``replayed``: delivered from the spool (included in ``exported``).
+
+    They balance: ``produced + inherited == exported + failed + dropped + queued +
+    in_flight + spooled``. Besides: ``exporter`` (the class name), ``target`` (where it sends:
+    the OTLP endpoint, the store URI with any password masked, or ``None``),
+    ``batches`` (export calls), ``blocked`` (times a full queue made the
+    application wait), ``down`` (the last delivery failed for a reason that may
+    pass), ``spool_dir``, ``spool_bytes`` and ``spool_torn`` (torn records
+    skipped) of the disk spool (``None`` and zeros without one), the processor's
+    ``redacted`` and ``redact_errors``, and the exporter's own counters when it
+    has a ``stats()`` method (``retries`` and ``rejected_spans`` of
+    :class:`OTLPExporter`).
+    """
     from assay.tracing import _runtime
 
     rt = _runtime._STATE.rt

@@ -34,6 +34,11 @@ retried with exponential backoff and full jitter (a ``Retry-After`` header, in
 seconds or as an HTTP date, is waited for instead), for at most ``max_retry_s``
 after the export began; then the batch is reported as failed. Any other status
 fails at once. ``export`` never raises, and ``shutdown`` cuts a backoff short.
+
+Under :func:`assay.configure`, what this exporter cannot deliver in time goes
+to a disk spool and is sent again later (see :mod:`assay.exporters.processor`);
+``last_failure_transient`` tells the spool whether a failed batch is worth
+keeping.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timezone
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import httpx
 from google.protobuf.message import DecodeError
@@ -112,12 +117,20 @@ class OTLPExporter(SpanExporter):
 
     Attributes:
         retries: requests sent again after a failed attempt, since creation.
+        last_failure_transient: whether the last failed export failed for a reason
+            that may pass (the collector unreachable, slow, overloaded or answering
+            5xx, or this exporter shut down mid-export), so that its batch is worth
+            sending again; ``False`` when the collector refused the batch for good
+            (an HTTP 4xx other than 429) or it could not be encoded.
         rejected_spans: spans that the endpoint accepted the request of but
             reported as rejected (OTLP partial success).
 
     Raises:
         ConfigurationError: an argument or environment variable is invalid.
     """
+
+    #: assay's processor gives this exporter a disk spool (unless configured off).
+    spool_by_default: ClassVar[bool] = True
 
     def __init__(self, endpoint: str | None = None, *,
                  headers: Mapping[str, str] | None = None,
@@ -142,6 +155,7 @@ class OTLPExporter(SpanExporter):
         self.conventions = conventions
         self.retries = 0
         self.rejected_spans = 0
+        self.last_failure_transient = True
         self._headers = {
             **settings.headers,
             "Content-Type": _PROTOBUF,
@@ -174,6 +188,7 @@ class OTLPExporter(SpanExporter):
         whole batch is reported as failed.
         """
         if self._stopped.is_set():
+            self.last_failure_transient = True
             return SpanExportResult.FAILURE
         if not spans:
             return SpanExportResult.SUCCESS
@@ -182,6 +197,7 @@ class OTLPExporter(SpanExporter):
         except Exception as exc:
             self._log_failure("encode", "could not encode %d span(s) for OTLP: %r",
                               len(spans), exc)
+            self.last_failure_transient = False
             return SpanExportResult.FAILURE
         deadline = time.monotonic() + self.max_retry_s
         for count, body in bodies:
@@ -200,6 +216,11 @@ class OTLPExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Nothing is buffered here: every export is sent before it returns."""
         return True
+
+    @property
+    def target(self) -> str:
+        """Where spans go: the endpoint (in ``assay.exporters.stats()`` rows)."""
+        return self.endpoint
 
     def stats(self) -> dict[str, int]:
         """The counters: ``retries`` and ``rejected_spans``."""
@@ -224,6 +245,8 @@ class OTLPExporter(SpanExporter):
             outcome = self._attempt(body, count, timeout)
             if outcome is None:
                 return SpanExportResult.SUCCESS
+            # A client closed by shutdown() mid-request fails for a reason that passes.
+            self.last_failure_transient = outcome.retry or self._stopped.is_set()
             if not outcome.retry:
                 self._log_failure(outcome.kind, "could not export %d span(s) to %s: %s",
                                   count, self.endpoint, outcome.problem)

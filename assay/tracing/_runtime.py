@@ -13,7 +13,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -21,6 +21,9 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from assay.config import Settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Tracer
@@ -95,11 +98,16 @@ class Runtime:
             return True
         return self.processor.force_flush(int(timeout_s * 1000))
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Flush and stop the export threads, then release the store's connections."""
+    def close(self, timeout_s: float = 10.0, *,
+              keep: Collection[SpanExporter] = ()) -> None:
+        """Flush and stop the export threads, then release the store's connections.
+
+        The exporters in ``keep`` are flushed but not shut down: a new configuration
+        takes them over.
+        """
         try:
             if self.processor is not None:
-                self.processor.shutdown(timeout_s)
+                self.processor.shutdown(timeout_s, keep=keep)
         finally:
             if self.store is not None:
                 self.store.close()
@@ -173,6 +181,9 @@ def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None 
     """
     from assay.store import open_store as _open_store
 
+    exporters = list(exporters or ())
+    if exporters:
+        _check_exporters(exporters)
     store = _open_store(settings.store) if open_store else None
     if store is not None and open_now:
         store.open()
@@ -180,11 +191,11 @@ def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None 
         old = _STATE.rt
         _STATE.rt = None
         if old is not None:
-            old.close()
+            old.close(keep=_handed_over(old, exporters))
         if not settings.enabled:
             rt = Runtime(settings, store=store, provider=None, tracer=None, processor=None)
         else:
-            rt = _build(settings, store, redact, exporters or [], use_global_provider,
+            rt = _build(settings, store, redact, exporters, use_global_provider,
                         id_generator or _ids())
         if clock is not None:
             rt.clock = clock
@@ -193,24 +204,54 @@ def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None 
         return rt
 
 
+def _check_exporters(exporters: list[SpanExporter]) -> None:
+    """Refuse exporters that an earlier configuration shut down: they would fail
+    every export."""
+    from assay.errors import ConfigurationError
+    from assay.exporters.processor import was_shut_down
+
+    with _LOCK:
+        live = _STATE.rt
+        live_ids = {id(e) for e in (live.processor.exporters if live is not None
+                                     and live.processor is not None else ())}
+        for exporter in exporters:
+            if id(exporter) not in live_ids and was_shut_down(exporter):
+                raise ConfigurationError(
+                    f"configure(exporters=[..., {exporter!r}, ...]): this exporter was shut "
+                    "down when the configuration that used it was replaced without it or by "
+                    "assay.shutdown(); create a new one. (An exporter passed again to the "
+                    "next configure() call is handed over, not shut down.)")
+
+
+def _handed_over(old: Runtime, exporters: list[SpanExporter]) -> list[SpanExporter]:
+    """The exporters of ``old`` that the new configuration uses again."""
+    if old.processor is None:
+        return []
+    ids = {id(e) for e in exporters}
+    return [e for e in old.processor.exporters if id(e) in ids]
+
+
 def _build(settings: Settings, store: TraceStore | None,
            redact: Callable[[Span], Span | None] | None,
            exporters: list[SpanExporter], use_global_provider: bool,
            id_generator: IdGenerator) -> Runtime:
     from opentelemetry import trace as trace_api
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
     from assay._version import __version__
     from assay.exporters.processor import AssayProcessor
     from assay.exporters.store import StoreSpanExporter
-    from assay.tracing.types import RESOURCE_EXPERIMENT
 
     all_exporters: list[SpanExporter] = []
     if store is not None:
         all_exporters.append(StoreSpanExporter(store))
     all_exporters.extend(exporters)
+    spool_root: str | Path | None = None
+    if settings.spool:
+        from assay.exporters.spool import default_spool_root
+
+        spool_root = settings.spool_dir or default_spool_root()
     processor = AssayProcessor(
         all_exporters,
         redact=redact,
@@ -218,6 +259,8 @@ def _build(settings: Settings, store: TraceStore | None,
         flush_interval_s=settings.flush_interval_ms / 1000.0,
         queue_full_policy=settings.queue_full_policy,
         experiment=settings.experiment,
+        spool_root=spool_root,
+        spool_max_bytes=settings.spool_max_bytes,
     )
     provider: Any = None
     if use_global_provider:
@@ -227,8 +270,7 @@ def _build(settings: Settings, store: TraceStore | None,
     if provider is None:
         ratio = settings.sampling_ratio
         root = ALWAYS_ON if ratio >= 1.0 else TraceIdRatioBased(ratio)
-        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "assay"),
-                                    RESOURCE_EXPERIMENT: settings.experiment})
+        resource = _resource(settings.experiment)
         # assay flushes and shuts its provider down itself (atexit, configure()).
         provider = TracerProvider(sampler=ParentBased(root), resource=resource,
                                   id_generator=id_generator, shutdown_on_exit=False)
@@ -237,6 +279,25 @@ def _build(settings: Settings, store: TraceStore | None,
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("assay", __version__)
     return Runtime(settings, store=store, provider=provider, tracer=tracer, processor=processor)
+
+
+def _resource(experiment: str) -> Resource:
+    """The resource of assay's own provider.
+
+    ``service.name`` comes from ``OTEL_SERVICE_NAME``, else from
+    ``OTEL_RESOURCE_ATTRIBUTES``, else it is ``"assay"`` (in place of the SDK's
+    ``unknown_service`` default); the other attributes of
+    ``OTEL_RESOURCE_ATTRIBUTES`` are kept.
+    """
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    from assay.tracing.types import RESOURCE_EXPERIMENT
+
+    resource = Resource.create({RESOURCE_EXPERIMENT: experiment})
+    name = resource.attributes.get(SERVICE_NAME)
+    if not isinstance(name, str) or not name or name.startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: "assay"}))
+    return resource
 
 
 def shutdown(timeout_s: float = 10.0) -> None:
@@ -268,11 +329,18 @@ def _register_atexit() -> None:
 def flush(timeout_s: float = 10.0) -> bool:
     """Block until every span that has ended is persisted by every exporter.
 
+    Returns within ``timeout_s`` whatever the exporters do, a collector that is
+    down included. When something is not delivered by then, one warning lists,
+    per exporter, the spans still in memory (sent in the background, and flushed
+    again at exit) and those in its disk spool (safe on disk: sent when the
+    collector answers again, or by the next process that uses the spool);
+    :func:`assay.exporters.stats` has the same figures.
+
     Args:
         timeout_s: give up after this many seconds.
 
     Returns:
-        ``True`` when everything was exported in time, ``False`` on timeout.
+        ``True`` when everything was exported in time, ``False`` otherwise.
 
     Example:
         >>> assay.flush()
@@ -281,4 +349,24 @@ def flush(timeout_s: float = 10.0) -> bool:
     rt = _STATE.rt
     if rt is None:
         return True
-    return rt.flush(timeout_s)
+    delivered = rt.flush(timeout_s)
+    if not delivered and rt.processor is not None:
+        _report_undelivered(rt.processor.undelivered(), timeout_s)
+    return delivered
+
+
+def _report_undelivered(rows: list[dict[str, Any]], timeout_s: float) -> None:
+    lines = []
+    for row in rows:
+        where = f"{row['exporter']} ({row['target']})" if row.get("target") else row["exporter"]
+        parts = []
+        in_memory = row["queued"] + row["in_flight"]
+        if in_memory:
+            parts.append(f"{in_memory} in memory (still being sent; flushed again at exit)")
+        if row["spooled"]:
+            parts.append(f"{row['spooled']} in the spool at {row['spool_dir']} (safe on disk: "
+                         "sent when the collector answers again, or by the next process that "
+                         "uses this spool)")
+        lines.append(f"  {where}: " + "; ".join(parts))
+    log.warning("assay: flush(timeout_s=%g) returned before every span was delivered:\n%s",
+                timeout_s, "\n".join(lines))

@@ -153,9 +153,6 @@ def test_traced_calls_reach_the_collector_with_conventions_and_resource(
     assert (row["exported"], row["failed"]) == (2, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="assay's TracerProvider passes service.name='assay' to "
-                   "Resource.create(), which overrides service.name from "
-                   "OTEL_RESOURCE_ATTRIBUTES (OTEL_SERVICE_NAME is honoured)")
 def test_service_name_from_otel_resource_attributes(
         receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes")
@@ -167,14 +164,45 @@ def test_service_name_from_otel_resource_attributes(
     assert receiver.spans()[0].resource["service.name"] == "from-attributes"
 
 
-def test_failed_delivery_is_counted_by_the_processor(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "assay"),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "team=search"}, "assay"),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attributes,team=search"},
+     "from-attributes"),
+    ({"OTEL_SERVICE_NAME": "from-name",
+      "OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attributes,team=search"}, "from-name"),
+    ({"OTEL_SERVICE_NAME": "from-name"}, "from-name"),
+], ids=["default", "attributes-without-name", "attributes", "both", "name"])
+def test_service_name_precedence(env: dict[str, str], expected: str,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    memory = InMemorySpanExporter()
+    assay.configure(store="memory://", exporters=[memory])
+    with assay.start_span("op"):
+        pass
+    assert assay.flush(timeout_s=10)
+    resource = memory.raw[0].resource.attributes
+    assert resource["service.name"] == expected
+    assert resource["assay.experiment"] == "default"
+    if "team" in env.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        assert resource["team"] == "search"
+
+
+@pytest.mark.parametrize("spool", [False, True], ids=["without-spool", "with-spool"])
+def test_failed_delivery_is_counted_by_the_processor(spool: bool,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     exporter = OTLPExporter(f"http://127.0.0.1:{free_port()}/v1/traces", max_retry_s=0)
-    assay.configure(store="memory://", flush_interval_ms=50, exporters=[exporter])
+    assay.configure(store="memory://", flush_interval_ms=50, exporters=[exporter], spool=spool)
     with caplog.at_level(logging.ERROR, logger="assay"), assay.start_span("op"):
         pass
-    assay.flush(timeout_s=10)
+    flushed = assay.flush(timeout_s=1)
     row = next(r for r in stats() if r["exporter"] == "OTLPExporter")
-    assert (row["exported"], row["failed"]) == (0, 1)
+    if spool:  # kept on disk for later, not lost: not delivered yet
+        assert flushed is False
+        assert (row["exported"], row["failed"], row["spooled"]) == (0, 0, 1)
+    else:
+        assert (row["exported"], row["failed"], row["spooled"]) == (0, 1, 0)
     assert "ConnectError" in caplog.text
 
 

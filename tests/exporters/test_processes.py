@@ -363,7 +363,7 @@ _WRITER_SCRIPT = code("""
 
 
 def test_many_processes_and_threads_writing_one_file_store_every_span_once(tmp_path, db_path):
-    procs_n, threads_n, traces_n = 4, 4, 50
+    procs_n, threads_n, traces_n = 8, 4, 50
     script = tmp_path / "writer.py"
     script.write_text(_WRITER_SCRIPT)
     env = child_env(ASSAY_STORE=f"sqlite:///{db_path}", ASSAY_FLUSH_INTERVAL_MS="10",
@@ -488,9 +488,16 @@ def test_traceparent_joins_a_child_process_to_the_callers_trace(first, db_uri, d
 # -- SIGKILL ------------------------------------------------------------------------------
 
 _TICKER = code("""
+    import os
     import time
 
     import assay
+
+    if os.environ.get("TICK_OTLP_URL"):  # and to a collector that is down: the disk spool
+        from assay.exporters import OTLPExporter
+
+        assay.configure(exporters=[OTLPExporter(os.environ["TICK_OTLP_URL"], max_retry_s=0.2,
+                                                initial_backoff_s=0.02)])
 
     @assay.trace
     def payload(i):
@@ -506,10 +513,29 @@ _TICKER = code("""
 """)
 
 
+_REPLAY = code("""
+    import json, os
+
+    import assay
+    from assay.exporters import OTLPExporter, stats
+
+    assay.configure(store="memory://", exporters=[OTLPExporter(os.environ["TICK_OTLP_URL"])])
+    flushed = assay.flush(timeout_s=60)
+    print(json.dumps({"flushed": flushed, "row": stats()[1]}))
+""")
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize("outage", [False, True], ids=["store", "store-and-spool"])
 def test_sigkilled_child_leaves_an_intact_store_holding_all_but_the_last_interval(
-        tmp_path, db_path):
-    env = child_env(ASSAY_STORE=f"sqlite:///{db_path}", ASSAY_FLUSH_INTERVAL_MS="100")
+        outage, tmp_path, db_path):
+    from tests.exporters.otlp_receiver import OTLPReceiver, free_port
+
+    env = child_env(ASSAY_STORE=f"sqlite:///{db_path}", ASSAY_FLUSH_INTERVAL_MS="100",
+                    ASSAY_SPOOL_DIR=str(tmp_path / "spool"))
+    port = free_port()
+    if outage:
+        env["TICK_OTLP_URL"] = f"http://127.0.0.1:{port}/v1/traces"
     received: list[tuple[float, int]] = []
     with open(tmp_path / "stderr.txt", "w") as err, subprocess.Popen(
             [sys.executable, "-c", _TICKER], env=env, stdout=subprocess.PIPE, stderr=err,
@@ -550,3 +576,20 @@ def test_sigkilled_child_leaves_an_intact_store_holding_all_but_the_last_interva
     # spans are written in the order they ended: each stored tick's child is stored too
     (payloads,) = sql(db_path, "SELECT count(*) FROM spans WHERE name = 'payload'")
     assert len(stored) <= payloads[0] <= len(stored) + 1
+    if not outage:
+        return
+    # The spool the child was appending to when it died: the next process delivers it,
+    # a record torn by the kill (if any) skipped and counted.
+    with OTLPReceiver(port=port) as receiver:
+        out = run_python(_REPLAY, env={"TICK_OTLP_URL": env["TICK_OTLP_URL"],
+                                       "ASSAY_SPOOL_DIR": str(tmp_path / "spool")})
+        result = json.loads(out.strip().splitlines()[-1])
+        names = [s.name for s in receiver.spans()]
+    assert result["flushed"] is True
+    row = result["row"]
+    assert row["inherited"] == row["replayed"] == len(names) > 0
+    assert row["spool_torn"] <= 1
+    ticks = [int(n[len("tick-"):]) for n in names if n.startswith("tick-")]
+    delivered = set(ticks)
+    assert len(ticks) == len(delivered), "each tick once"
+    assert settled <= delivered, sorted(settled - delivered)[:10]

@@ -350,3 +350,134 @@ def test_redactor_dropping_or_raising_is_counted_and_the_span_not_exported(db_ur
         names = {r[0] for r in con.execute("SELECT name FROM spans")}
     assert names == {"pair"}
     assert any("redactor bug" in r.getMessage() for r in caplog.records)
+
+
+# -- stats rows: targets and the exporters' own counters --------------------------------------
+
+
+class CountingExporter(SpanExporter):
+    """Has counters of its own, one of which collides with the queue's."""
+
+    target = "counting://here"
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def stats(self) -> dict[str, int]:
+        return {"exported": -1, "custom": 7}
+
+
+def assert_balanced(row: dict[str, Any]) -> None:
+    assert row["produced"] + row["inherited"] == (
+        row["exported"] + row["failed"] + row["dropped"] + row["queued"] + row["in_flight"]
+        + row["spooled"]), row
+
+
+def test_stats_rows_name_their_target_and_merge_the_exporters_own_counters(db_uri, tmp_path):
+    from assay.exporters import OTLPExporter
+    from tests.exporters.otlp_receiver import OTLPReceiver
+
+    with OTLPReceiver() as one, OTLPReceiver() as two:
+        assay.configure(store=db_uri, experiment="test", flush_interval_ms=20,
+                        exporters=[OTLPExporter(one.url), OTLPExporter(two.url),
+                                   CountingExporter(), InMemorySpanExporter()])
+        produced = produce(3)
+        assert assay.flush(timeout_s=30)
+        rows = stats()
+    assert [(r["exporter"], r["target"]) for r in rows] == [
+        ("StoreSpanExporter", db_uri), ("OTLPExporter", one.url), ("OTLPExporter", two.url),
+        ("CountingExporter", "counting://here"), ("InMemorySpanExporter", None)]
+    for row in rows:
+        assert row["exported"] == row["produced"] == produced
+        assert_balanced(row)
+    for row in rows[1:3]:
+        assert (row["retries"], row["rejected_spans"]) == (0, 0)
+        assert row["spool_dir"] is not None and row["spooled"] == 0
+    assert rows[3]["custom"] == 7, "the exporter's own counters are merged in"
+    assert rows[0]["spool_dir"] is None, "the store has no spool"
+
+
+def test_a_target_never_shows_a_password():
+    from assay.exporters.processor import target_of
+
+    class Store:
+        uri = "postgresql://alice:s3cret@db.example:5432/traces"
+
+    class Exporter(InMemorySpanExporter):
+        store = Store()
+
+    assert target_of(Exporter()) == "postgresql://alice:***@db.example:5432/traces"
+
+    from assay.exporters import OTLPExporter
+
+    otlp = OTLPExporter("https://bob:token@collector:4318/v1/traces")
+    assert target_of(otlp) == "https://bob:***@collector:4318/v1/traces"
+
+
+# -- exporters across configurations -----------------------------------------------------------
+
+
+def test_an_exporter_passed_again_is_handed_over_not_shut_down(db_uri, gated):
+    gated.gate.set()
+    assay.configure(store=db_uri, experiment="a", flush_interval_ms=60_000, exporters=[gated])
+    produce(2)
+    assay.configure(store=db_uri, experiment="b", flush_interval_ms=60_000, exporters=[gated])
+    assert gated.received == 4, "the old configuration flushed what it held"
+    assert not gated.shut_down
+    produce(3)
+    assert assay.flush(timeout_s=30)
+    assert gated.received == 10
+    assert stats_of("GatedExporter")["exported"] == 6
+
+    assay.configure(store=db_uri, experiment="c")  # replaced without it: shut down
+    assert gated.shut_down
+    with pytest.raises(assay.ConfigurationError, match="was shut down"):
+        assay.configure(store=db_uri, exporters=[gated])
+    assert [r["exporter"] for r in stats()] == ["StoreSpanExporter"], "nothing changed"
+
+
+def test_an_exporter_shut_down_by_assay_shutdown_cannot_be_configured_again(db_uri):
+    memory = InMemorySpanExporter()
+    assay.configure(store=db_uri, exporters=[memory])
+    assay.shutdown()
+    with pytest.raises(assay.ConfigurationError, match="create a new one"):
+        assay.configure(store=db_uri, exporters=[memory])
+    assay.configure(store=db_uri, exporters=[InMemorySpanExporter()])
+
+
+def test_an_otlp_exporter_keeps_delivering_across_configurations(db_uri):
+    from assay.exporters import OTLPExporter
+    from tests.exporters.otlp_receiver import OTLPReceiver
+
+    with OTLPReceiver() as receiver:
+        exporter = OTLPExporter(receiver.url)
+        for experiment in ("a", "b", "c"):
+            assay.configure(store=db_uri, experiment=experiment, flush_interval_ms=60_000,
+                            exporters=[exporter])
+            produce(2)
+        assert assay.flush(timeout_s=30)
+        spans = receiver.spans()
+    assert len(spans) == 12
+    assert {s.resource["assay.experiment"] for s in spans} == {"a", "b", "c"}
+
+
+# -- the failed-batch warning is rate-limited ----------------------------------------------------
+
+
+def test_failed_batches_warn_once_per_interval_and_sum_up_at_shutdown(db_uri, caplog):
+    bad = FailingExporter()
+    assay.configure(store=db_uri, experiment="test", flush_interval_ms=20, exporters=[bad])
+    with caplog.at_level(logging.WARNING, logger="assay"):
+        for _ in range(10):
+            produce(1)
+            assert assay.flush(timeout_s=30)
+        assert bad.calls >= 10
+        during = [r for r in caplog.records if "could not export" in r.getMessage()]
+        assay.shutdown()
+    after = [r for r in caplog.records if "could not export" in r.getMessage()]
+    assert len(during) == 1
+    assert len(after) == 2, "the failures since the first warning, at shutdown"
+    assert "(20 in all)" in after[-1].getMessage()
