@@ -109,7 +109,8 @@ class _EnvVar:
 #: Every environment variable assay reads, with the setting it feeds.
 ENV_VARS: tuple[_EnvVar, ...] = (
     _EnvVar("ASSAY_STORE", "store", str,
-            "Trace store URI: sqlite:///path.db (default sqlite:///assay.db) or memory://."),
+            "Trace store URI: sqlite:///path.db (default sqlite:///assay.db), memory://, "
+            "postgresql://..., or 'none' for no local store (exporters only)."),
     _EnvVar("ASSAY_EXPERIMENT", "experiment", str,
             "Experiment new traces belong to (default 'default')."),
     _EnvVar("ASSAY_TRACING_ENABLED", "enabled", _parse_bool,
@@ -234,7 +235,10 @@ def configure(
     again flushes what the previous configuration still holds and replaces it.
 
     Args:
-        store: trace store URI, ``sqlite:///path.db`` or ``memory://``.
+        store: trace store URI, ``sqlite:///path.db``, ``memory://`` or
+            ``postgresql://...``; ``"none"`` keeps no local store, so spans go
+            to ``exporters`` only (an OTLP collector, say) and searches raise
+            ``ConfigurationError``.
         experiment: the experiment new traces belong to.
         sampling_ratio: fraction of traces recorded, decided once at the root
             span and inherited by every child (and by remote children through

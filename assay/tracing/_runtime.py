@@ -166,6 +166,10 @@ def current() -> Runtime:
         return rt
 
 
+#: ``configure(store="none")``: no local store, spans go to the given exporters only.
+NO_STORE = "none"
+
+
 def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None = None,
             exporters: list[SpanExporter] | None = None, use_global_provider: bool = False,
             open_store: bool = True, id_generator: IdGenerator | None = None,
@@ -184,7 +188,8 @@ def install(settings: Settings, *, redact: Callable[[Span], Span | None] | None 
     exporters = list(exporters or ())
     if exporters:
         _check_exporters(exporters)
-    store = _open_store(settings.store) if open_store else None
+    wanted = open_store and settings.store.strip().lower() != NO_STORE
+    store = _open_store(settings.store) if wanted else None
     if store is not None and open_now:
         store.open()
     with _LOCK:

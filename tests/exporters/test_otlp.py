@@ -153,6 +153,29 @@ def test_traced_calls_reach_the_collector_with_conventions_and_resource(
     assert (row["exported"], row["failed"]) == (2, 0)
 
 
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_the_collector_can_replace_the_store(receiver: OTLPReceiver, tmp_path: Any,
+                                             monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    if how == "environment":
+        monkeypatch.setenv("ASSAY_STORE", "none")
+        assay.configure(exporters=[exporter_for(receiver)], flush_interval_ms=50)
+    else:
+        assay.configure(store="none", exporters=[exporter_for(receiver)], flush_interval_ms=50)
+
+    @assay.trace
+    def step(x: int) -> int:
+        return x + 1
+
+    assert step(1) == 2
+    assert assay.flush(timeout_s=10)
+    assert [s.name for s in receiver.spans()] == ["step"]
+    assert [row["exporter"] for row in stats()] == ["OTLPExporter"]
+    assert not (tmp_path / "assay.db").exists()
+    with pytest.raises(assay.ConfigurationError, match="no trace store"):
+        assay.search_traces()
+
+
 def test_service_name_from_otel_resource_attributes(
         receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes")
