@@ -54,7 +54,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import base_environment, dist_version, load_average, say, verdict
+from _common import (
+    base_environment,
+    dist_version,
+    load_average,
+    print_run_footer,
+    print_summary,
+    say,
+    verdict,
+)
 
 # -- sizes ---------------------------------------------------------------------------------------
 
@@ -474,20 +482,9 @@ def main(argv: list[str] | None = None) -> int:
 
     say("\nSummary")
     rows = results["targets"]
-    w0 = max(len(r["figure"]) for r in rows)
-    w1 = max(len(r["value"]) for r in rows)
-    w2 = max(len(r["target"]) for r in rows)
-    say(f"  {'figure':<{w0}}  {'value':>{w1}}  {'target':<{w2}}  result")
-    say(f"  {'-' * w0}  {'-' * w1}  {'-' * w2}  ------")
-    for r in rows:
-        say(f"  {r['figure']:<{w0}}  {r['value']:>{w1}}  {r['target']:<{w2}}  {r['result']}")
-    say(f"\n(run took {results['elapsed_s']:.0f} s; 1/5/15-minute load average "
-        f"{env['load_average_start']} at start, {env['load_average_end']} at end)")
-    cpus = env["cpus"] or 1
-    if (env["load_average_start"] or [0])[0] >= cpus:
-        say(f"warning: the 1-minute load average was {env['load_average_start'][0]} on {cpus} "
-            "CPUs when the run started: other work competes for the CPUs and the figures are "
-            "noisier than usual; run again on a quieter machine.")
+    print_summary(rows)
+    print_run_footer(env, results["elapsed_s"])
+
     if json_path is not None:
         json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
         say(f"figures written to {json_path}")

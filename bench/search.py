@@ -52,6 +52,8 @@ from _common import (
     base_environment,
     dist_version,
     load_average,
+    print_run_footer,
+    print_summary,
     say,
     verdict,
 )
@@ -962,24 +964,11 @@ def summarize(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
         say(f"  PostgreSQL: {results['postgres_note']}")
     if results.get("mlflow_note"):
         say(f"  MLflow: {results['mlflow_note']}")
-    w0 = max(len(r["figure"]) for r in rows)
-    w1 = max(len(r["value"]) for r in rows)
-    w2 = max(len(r["target"]) for r in rows)
-    say(f"  {'figure':<{w0}}  {'value':>{w1}}  {'target':<{w2}}  result")
-    say(f"  {'-' * w0}  {'-' * w1}  {'-' * w2}  ------")
-    for r in rows:
-        say(f"  {r['figure']:<{w0}}  {r['value']:>{w1}}  {r['target']:<{w2}}  {r['result']}")
+    print_summary(rows)
     fails = [r for r in rows if r["ok"] is False]
     passes = [r for r in rows if r["ok"] is True]
     say(f"  {len(passes)} PASS, {len(fails)} FAIL")
-    env = results["environment"]
-    say(f"\n(run took {results['elapsed_s']:.0f} s; 1/5/15-minute load average "
-        f"{env['load_average_start']} at start, {env['load_average_end']} at end)")
-    cpus = env["cpus"] or 1
-    if (env["load_average_start"] or [0])[0] >= cpus:
-        say(f"warning: the 1-minute load average was {env['load_average_start'][0]} on {cpus} "
-            "CPUs when the run started: other work competes for the CPUs and the figures are "
-            "noisier than usual; run again on a quieter machine.")
+    print_run_footer(results["environment"], results["elapsed_s"])
     return rows
 
 
