@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import gc
 import os
 import platform
+import statistics
 import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +90,60 @@ def print_run_footer(env: dict[str, Any], elapsed_s: float) -> None:
         say(f"warning: the 1-minute load average was {env['load_average_start'][0]} on {cpus} "
             "CPUs when the run started: other work competes for the CPUs and the figures are "
             "noisier than usual; run again on a quieter machine.")
+
+
+# -- timing ----------------------------------------------------------------------------------
+
+def time_loop(fn: Callable[[int], Any], n: int) -> tuple[float, float]:
+    """Per-call microseconds (wall, calling-thread CPU) of ``n`` back-to-back calls."""
+    xs = range(n)
+    gc.collect()
+    c0 = time.thread_time()
+    w0 = time.perf_counter()
+    for x in xs:
+        fn(x)
+    w1 = time.perf_counter()
+    c1 = time.thread_time()
+    return (w1 - w0) / n * 1e6, (c1 - c0) / n * 1e6
+
+
+@dataclass
+class Case:
+    """One timed case: R repeats of ``n`` calls of ``fn``, with untimed steps around each."""
+
+    key: str
+    label: str
+    fn: Callable[[int], Any]
+    n: int
+    repeats: int = 0                             # 0: as many as the other cases
+    prepare: Callable[[], object] = lambda: None   # before each repeat, untimed
+    settle: Callable[[], object] = lambda: None    # after each repeat, untimed
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def run_once(self) -> None:
+        self.prepare()
+        w, c = time_loop(self.fn, self.n)
+        self.wall.append(w)
+        self.cpu.append(c)
+        self.settle()
+
+    @property
+    def wall_us(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def cpu_us(self) -> float:
+        return statistics.median(self.cpu)
+
+
+def rss_mb() -> float | None:
+    """Resident set size of this process in MB (Linux), else None."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

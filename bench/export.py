@@ -48,18 +48,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    Case,
     base_environment,
     dist_version,
     load_average,
     print_run_footer,
     print_summary,
+    rss_mb,
     say,
     verdict,
 )
@@ -234,17 +236,6 @@ def exporter_rates(receiver: Receiver, sizes: Sizes) -> dict[str, Any]:
 
 # -- [2/4] bursts ---------------------------------------------------------------------------------
 
-def rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def assay_burst(receiver: Receiver, tmp: Path, n: int) -> dict[str, Any]:
     import assay
     from assay.exporters import OTLPExporter, stats
@@ -313,45 +304,6 @@ def otel_burst(receiver: Receiver, n: int) -> dict[str, Any] | None:
 
 
 # -- [3/4] the traced call, collector healthy and down --------------------------------------------
-
-def time_loop(fn: Callable[[int], Any], n: int) -> tuple[float, float]:
-    """Per-call microseconds (wall, calling-thread CPU) of ``n`` back-to-back calls."""
-    gc.collect()
-    c0 = time.thread_time()
-    w0 = time.perf_counter()
-    for x in range(n):
-        fn(x)
-    w1 = time.perf_counter()
-    c1 = time.thread_time()
-    return (w1 - w0) / n * 1e6, (c1 - c0) / n * 1e6
-
-
-@dataclass
-class Case:
-    key: str
-    label: str
-    fn: Callable[[int], Any]
-    n: int
-    prepare: Callable[[], object] = lambda: None
-    settle: Callable[[], object] = lambda: None
-    wall: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-
-    def run_once(self) -> None:
-        self.prepare()
-        w, c = time_loop(self.fn, self.n)
-        self.wall.append(w)
-        self.cpu.append(c)
-        self.settle()
-
-    @property
-    def wall_us(self) -> float:
-        return statistics.median(self.wall)
-
-    @property
-    def cpu_us(self) -> float:
-        return statistics.median(self.cpu)
-
 
 class Modes:
     """Switches between the store alone and the store with an OTLP exporter whose

@@ -50,17 +50,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    Case,
     base_environment,
     dist_version,
     load_average,
     print_run_footer,
     print_summary,
+    rss_mb,
     say,
     verdict,
 )
@@ -102,49 +104,6 @@ def f(x):
     return x + 1
 
 
-# -- timing --------------------------------------------------------------------------------------
-
-def time_loop(fn: Callable[[int], Any], n: int) -> tuple[float, float]:
-    """Per-call microseconds (wall, calling-thread CPU) of ``n`` back-to-back calls."""
-    xs = range(n)
-    gc.collect()
-    c0 = time.thread_time()
-    w0 = time.perf_counter()
-    for x in xs:
-        fn(x)
-    w1 = time.perf_counter()
-    c1 = time.thread_time()
-    return (w1 - w0) / n * 1e6, (c1 - c0) / n * 1e6
-
-
-@dataclass
-class Case:
-    key: str
-    label: str
-    fn: Callable[[int], Any]
-    n: int
-    repeats: int = 0                             # 0: as many as the other cases
-    prepare: Callable[[], object] = lambda: None   # before each repeat, untimed
-    settle: Callable[[], object] = lambda: None    # after each repeat, untimed
-    wall: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-
-    def run_once(self) -> None:
-        self.prepare()
-        w, c = time_loop(self.fn, self.n)
-        self.wall.append(w)
-        self.cpu.append(c)
-        self.settle()
-
-    @property
-    def wall_us(self) -> float:
-        return statistics.median(self.wall)
-
-    @property
-    def cpu_us(self) -> float:
-        return statistics.median(self.cpu)
-
-
 def print_cases(cases: list[Case]) -> None:
     say(f"\n  {'case':<44} {'N/repeat':>9} {'wall us/call':>13} {'cpu us/call':>12} "
         f"{'cpu spread':>11}")
@@ -167,18 +126,6 @@ def count_rows(db: Path, table: str, where: str = "", params: tuple[Any, ...] = 
         return int(con.execute(f"SELECT count(*) FROM {table} {where}", params).fetchone()[0])
     finally:
         con.close()
-
-
-def rss_mb() -> float | None:
-    """Resident set size of this process in MB (Linux), else None."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 # -- (b): raw OpenTelemetry ----------------------------------------------------------------------
