@@ -20,6 +20,7 @@ from assay.errors import (
     ScorerError,
     StoreError,
 )
+from assay.evaluate.scorers import Feedback, Scorer, scorer
 from assay.store.feedback import AssessmentSource, log_expectation, log_feedback
 from assay.store.query import (
     count_traces,
@@ -51,6 +52,7 @@ __all__ = [
     "count_traces",
     "delete_trace_tag",
     "delete_traces",
+    "Feedback",
     "flush",
     "get_current_span",
     "get_last_trace_id",
@@ -60,6 +62,8 @@ __all__ = [
     "LiveSpan",
     "log_expectation",
     "log_feedback",
+    "Scorer",
+    "scorer",
     "ScorerError",
     "search_traces",
     "set_trace_tag",

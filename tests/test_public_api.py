@@ -2,11 +2,12 @@ import assay
 
 PUBLIC = {
     "__version__", "AssayError", "Assessment", "AssessmentSource", "ConfigurationError",
-    "configure", "count_traces", "delete_trace_tag", "delete_traces", "flush", "get_current_span",
-    "get_last_trace_id", "get_trace", "InvalidFilter", "JudgeError", "LiveSpan", "log_expectation",
-    "log_feedback", "ScorerError", "search_traces", "set_trace_tag", "shutdown", "Span",
-    "SpanEvent", "SpanStatus", "SpanType", "start_span", "StoreError", "Trace", "trace",
-    "TraceInfo", "TraceState", "update_current_trace",
+    "configure", "count_traces", "delete_trace_tag", "delete_traces", "Feedback", "flush",
+    "get_current_span", "get_last_trace_id", "get_trace", "InvalidFilter", "JudgeError",
+    "LiveSpan", "log_expectation", "log_feedback", "Scorer", "scorer", "ScorerError",
+    "search_traces", "set_trace_tag", "shutdown", "Span", "SpanEvent", "SpanStatus", "SpanType",
+    "start_span", "StoreError", "Trace", "trace", "TraceInfo", "TraceState",
+    "update_current_trace",
 }
 
 
