@@ -923,6 +923,11 @@ class SqlTraceStore:
         spans: dict[str, list[Span]] = {i: [] for i in ids}
         assessments: dict[str, list[Assessment]] = {i: [] for i in ids}
         pg = conn.dialect.name == "postgresql"
+        if pg:
+            # A page reads a few hundred rows by key: PostgreSQL's planner may still
+            # start parallel workers for it, at several milliseconds each (measured
+            # 8 ms for the tags and metadata of 100 traces of 100,000, 2 ms without).
+            _fetch(conn, "SET LOCAL max_parallel_workers_per_gather = 0", [])
         for chunk in _chunks(ids, 500):
             where, params = _in_ids(chunk, pg)
             for which, tid, key, value in _fetch(
@@ -1080,7 +1085,7 @@ def _fetch(conn: Connection, sql: str, params: list[Any]) -> Sequence[Any]:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        return cursor.fetchall() if cursor.description is not None else []
     finally:
         cursor.close()
 
