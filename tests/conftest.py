@@ -133,3 +133,17 @@ def run_python(code: str, *, env: dict[str, str] | None = None, timeout: float =
                           text=True, timeout=timeout, cwd=cwd)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> bool:
+    """Poll ``condition`` every 10 ms until it holds or ``timeout_s`` passes; the last
+    answer is returned (bounded waits instead of fixed sleeps)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+

@@ -70,6 +70,19 @@ def _missing(what: str) -> Feedback:
     return Feedback(None, error=what)
 
 
+_ABSENT = object()
+
+
+def _expected(given: Any, expectations: Any, key: str) -> Any:
+    """The value a built-in compares with: its own argument when given, else
+    ``expectations[key]``, else ``_ABSENT``."""
+    if given is not None:
+        return given
+    if not isinstance(expectations, Mapping) or key not in expectations:
+        return _ABSENT
+    return expectations[key]
+
+
 def _normalise(text: str, ignore_case: bool, normalize_whitespace: bool) -> str:
     if normalize_whitespace:
         text = " ".join(text.split())
@@ -94,11 +107,9 @@ def exact_match(*, expected: Any = None, key: str = "expected_response",
         True
     """
     def score(outputs: Any, expectations: Any) -> Feedback | bool:
-        want = expected
-        if want is None:
-            if not isinstance(expectations, Mapping) or key not in expectations:
-                return _missing(f"expectations has no {key!r}")
-            want = expectations[key]
+        want = _expected(expected, expectations, key)
+        if want is _ABSENT:
+            return _missing(f"expectations has no {key!r}")
         if outputs is None:
             return _missing("no outputs to compare")
         if not isinstance(outputs, str) and not isinstance(want, str):
@@ -122,11 +133,9 @@ def contains(substrings: str | Sequence[str] | None = None, *,
         True
     """
     def score(outputs: Any, expectations: Any) -> Feedback:
-        wanted: Any = substrings
-        if wanted is None:
-            if not isinstance(expectations, Mapping) or key not in expectations:
-                return _missing(f"expectations has no {key!r}")
-            wanted = expectations[key]
+        wanted = _expected(substrings, expectations, key)
+        if wanted is _ABSENT:
+            return _missing(f"expectations has no {key!r}")
         needles = [wanted] if isinstance(wanted, str) else wanted
         if not isinstance(needles, Sequence) or not all(isinstance(n, str) for n in needles):
             return _missing(f"substrings must be a str or a list of str, "
@@ -542,11 +551,9 @@ def tool_call_sequence(expected: Sequence[str] | None = None, *,
         raise ScorerError("tool_call_sequence: expected must be a list of tool names")
 
     def score(trace: Any, expectations: Any) -> Feedback:
-        wanted: Any = expected
-        if wanted is None:
-            if not isinstance(expectations, Mapping) or key not in expectations:
-                return _missing(f"expectations has no {key!r}")
-            wanted = expectations[key]
+        wanted = _expected(expected, expectations, key)
+        if wanted is _ABSENT:
+            return _missing(f"expectations has no {key!r}")
         if isinstance(wanted, str) or not isinstance(wanted, Sequence) or not all(
                 isinstance(w, str) for w in wanted):
             return _missing(f"expected tool calls must be a list of str, "

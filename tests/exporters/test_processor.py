@@ -7,7 +7,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import assay
 from assay.exporters import InMemorySpanExporter, stats
+from tests.conftest import wait_until
 
 # -- exporters with controlled behaviour ------------------------------------------------
 
@@ -104,15 +105,6 @@ def stats_of(name: str) -> dict[str, Any]:
     rows = [row for row in stats() if row["exporter"] == name]
     assert len(rows) == 1, stats()
     return rows[0]
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 @assay.trace
@@ -311,7 +303,7 @@ def test_a_stuck_extra_exporter_does_not_delay_the_store(db_uri, db_path, gated)
     assay.configure(store=db_uri, experiment="test", flush_interval_ms=20, exporters=[gated])
     produced = produce(15)
 
-    assert wait_until(lambda: stored_spans(db_path) == produced), stats()
+    assert wait_until(lambda: stored_spans(db_path) == produced, 15.0), stats()
     assert gated.received == 0
     assert not gated.gate.is_set()
     assert stats_of("GatedExporter")["exported"] == 0

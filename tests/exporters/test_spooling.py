@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import assay
 from assay.exporters import OTLPExporter, stats
+from tests.conftest import wait_until
 from tests.exporters.otlp_receiver import OTLPReceiver, free_port
 
 # -- a destination that can be switched off ---------------------------------------------------
@@ -60,15 +61,6 @@ def assert_balanced(row: dict[str, Any]) -> None:
     assert row["produced"] + row["inherited"] == (
         row["exported"] + row["failed"] + row["dropped"] + row["queued"] + row["in_flight"]
         + row["spooled"]), row
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 @assay.trace
