@@ -589,9 +589,14 @@ class SqlTraceStore:
 
         Raises:
             StoreError: the database stayed locked or could not be written.
+            TypeError: a record is not a :class:`SpanRecord` (the records before
+                it are stored).
+            ValueError: ``chunk_spans`` or ``cache_mb`` is below 1.
         """
         if chunk_spans < 1:
             raise ValueError(f"chunk_spans must be at least 1, got {chunk_spans}")
+        if cache_mb < 1:
+            raise ValueError(f"cache_mb must be at least 1, got {cache_mb}")
         writer, _ = self._get_engines()
         if self._memory:
             return sum(self._write_counted(chunk) for chunk in _chunked(records, chunk_spans))
@@ -1038,7 +1043,10 @@ def _load_indexes() -> list[Any]:
 
 def _chunked(records: Iterable[SpanRecord], size: int) -> Iterator[list[SpanRecord]]:
     chunk: list[SpanRecord] = []
-    for record in records:
+    for position, record in enumerate(records):
+        if not isinstance(record, SpanRecord):
+            raise TypeError(f"bulk_load: record {position} is a {type(record).__name__}, "
+                            "expected an assay.store.SpanRecord")
         chunk.append(record)
         if len(chunk) >= size:
             yield chunk

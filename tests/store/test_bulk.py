@@ -202,8 +202,22 @@ def test_bulk_load_on_the_memory_store():
     store.close()
 
 
-def test_bulk_load_refuses_an_empty_chunk_size(db_path):
+def test_bulk_load_refuses_bad_sizes(db_path):
     store = open_store(f"sqlite:///{db_path}")
     with pytest.raises(ValueError, match="chunk_spans"):
         store.bulk_load(corpus(1), chunk_spans=0)
+    with pytest.raises(ValueError, match="cache_mb"):
+        store.bulk_load(corpus(1), cache_mb=0)
     store.close()
+
+
+def test_a_record_of_another_type_is_named_and_what_came_before_is_kept(db_path):
+    records: list[Any] = corpus(30)
+    records.insert(100, {"trace_id": "not a record"})
+    store = open_store(f"sqlite:///{db_path}")
+    with pytest.raises(TypeError, match=r"record 100 is a dict, expected an assay\.store"):
+        store.bulk_load(records, chunk_spans=40, defer_indexes=True)
+    store.close()
+    with closing(sqlite3.connect(db_path)) as con:
+        assert con.execute("SELECT count(*) FROM spans").fetchone() == (80,)  # two chunks
+    assert _indexes(db_path) == INDEXES
