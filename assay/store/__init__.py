@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from assay.errors import ConfigurationError
@@ -87,6 +87,12 @@ class LazyStore:
 
     def write_spans(self, records: Sequence[SpanRecord]) -> None:
         self.sql.write_spans(records)
+
+    def bulk_load(self, records: Iterable[SpanRecord], *, chunk_spans: int = 200_000,
+                  defer_indexes: bool | None = None, cache_mb: int = 1024) -> int:
+        """Store many spans at once (see :meth:`SqlTraceStore.bulk_load`); returns how many."""
+        return self.sql.bulk_load(records, chunk_spans=chunk_spans,
+                                  defer_indexes=defer_indexes, cache_mb=cache_mb)
 
     def get_trace(self, trace_id: str) -> Trace | None:
         return self.sql.get_trace(trace_id)
