@@ -1,0 +1,139 @@
+"""A page of traces from the store's rows: tags, metadata, assessments and spans
+read by trace id and turned into :class:`~assay.Trace` models.
+
+Reads go through the driver's own cursor with fixed SQL (``?`` on SQLite, ``%s``
+on PostgreSQL): a page of 100 traces brings about 800 tag and metadata rows and
+1,000 spans, and a generic result's per-row work would cost more than the read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pydantic_core import from_json
+from sqlalchemy import Connection
+
+from assay.tracing.models import Assessment, Span, SpanEvent, Trace, TraceInfo
+
+__all__ = ["assemble"]
+
+
+def assemble(conn: Connection, rows: Sequence[Any], include_spans: bool) -> list[Trace]:
+    """The traces of a page (``traces`` rows): with their tags, metadata, assessments
+    and, with ``include_spans``, spans.
+
+    Read through the driver's own cursor with fixed SQL: a page of 100
+    traces brings about 800 tag and metadata rows and 1,000 spans, and the
+    ORM-free path costs a fraction of a generic result's per-row work.
+    """
+    ids = [r["trace_id"] for r in rows]
+    if not ids:
+        return []
+    tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+    meta: dict[str, dict[str, str]] = {i: {} for i in ids}
+    spans: dict[str, list[Span]] = {i: [] for i in ids}
+    assessments: dict[str, list[Assessment]] = {i: [] for i in ids}
+    pg = conn.dialect.name == "postgresql"
+    if pg:
+        # A page reads a few hundred rows by key: PostgreSQL's planner may still
+        # start parallel workers for it, at several milliseconds each (measured
+        # 8 ms for the tags and metadata of 100 traces of 100,000, 2 ms without).
+        _fetch(conn, "SET LOCAL max_parallel_workers_per_gather = 0", [])
+    for chunk in _chunks(ids, 500):
+        where, params = _in_ids(chunk, pg)
+        for which, tid, key, value in _fetch(
+                conn, f"SELECT 0, trace_id, key, value FROM trace_tags WHERE {where} "
+                f"UNION ALL SELECT 1, trace_id, key, value FROM trace_metadata WHERE {where}",
+                params + params):
+            (meta if which else tags)[tid][key] = value
+        for row in _fetch(conn, f"SELECT {_ASSESSMENT_SQL_COLUMNS} FROM assessments "
+                                f"WHERE {where} ORDER BY created_time_ms, assessment_id",
+                          params):
+            assessments[row[1]].append(_assessment_model(row))
+        if include_spans:
+            for row in _fetch(conn, f"SELECT {_SPAN_SQL_COLUMNS} FROM spans WHERE {where}",
+                              params):
+                spans[row[0]].append(_span_model(row))
+    out = []
+    for r in rows:
+        tid = r["trace_id"]
+        info = TraceInfo(
+            trace_id=tid, experiment=r["experiment"], name=r["name"], state=r["state"],
+            timestamp_ms=r["timestamp_ms"], execution_time_ms=r["execution_time_ms"],
+            request_preview=r["request_preview"], response_preview=r["response_preview"],
+            tags=tags[tid], metadata=meta[tid], assessments=assessments[tid])
+        span_list = spans[tid]
+        span_list.sort(key=_span_order)
+        out.append(Trace(info=info, spans=span_list))
+    return out
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _loads(text: str | None) -> Any:
+    """A stored JSON value (text that is not JSON comes back as it is)."""
+    if text is None:
+        return None
+    try:
+        return from_json(text)
+    except ValueError:
+        return text
+
+
+_ASSESSMENT_FIELDS = ("assessment_id", "trace_id", "name", "kind", "value_json", "rationale",
+                      "source_type", "source_id", "span_id", "metadata_json", "error",
+                      "created_time_ms", "overridden_by")
+_ASSESSMENT_SQL_COLUMNS = ", ".join(_ASSESSMENT_FIELDS)
+_SPAN_FIELDS = ("trace_id", "span_id", "parent_id", "name", "span_type", "start_time_ns",
+                "end_time_ns", "status", "status_message", "inputs", "outputs", "attributes",
+                "events")
+_SPAN_SQL_COLUMNS = ", ".join(_SPAN_FIELDS)
+
+
+def _in_ids(ids: list[str], pg: bool) -> tuple[str, list[Any]]:
+    """``trace_id`` among ``ids``, as SQL for the driver and its parameters."""
+    if pg:
+        return "trace_id = ANY(%s)", [ids]
+    return f"trace_id IN ({', '.join('?' * len(ids))})", list(ids)
+
+
+def _fetch(conn: Connection, sql: str, params: list[Any]) -> Sequence[Any]:
+    """All rows of a read, straight from the driver's cursor (inside ``conn``'s
+    transaction)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+    finally:
+        cursor.close()
+
+
+def _span_order(span: Span) -> tuple[int, str]:
+    return span.start_time_ns, span.span_id
+
+
+def _assessment_model(row: Any) -> Assessment:
+    (assessment_id, trace_id, name, kind, value_json, rationale, source_type, source_id,
+     span_id, metadata_json, error, created_time_ms, overridden_by) = row
+    return Assessment(
+        assessment_id=assessment_id, trace_id=trace_id, name=name, kind=kind,
+        value=_loads(value_json), rationale=rationale, source_type=source_type,
+        source_id=source_id, span_id=span_id, metadata=_loads(metadata_json) or {},
+        error=error, created_time_ms=created_time_ms, overridden_by=overridden_by)
+
+
+def _span_model(row: Any) -> Span:
+    (trace_id, span_id, parent_id, name, span_type, start_time_ns, end_time_ns, status,
+     status_message, inputs, outputs, attributes, events) = row
+    return Span(
+        trace_id=trace_id, span_id=span_id, parent_id=parent_id, name=name,
+        span_type=span_type, start_time_ns=start_time_ns, end_time_ns=end_time_ns,
+        status=status, status_message=status_message, inputs=_loads(inputs),
+        outputs=_loads(outputs),
+        attributes=(_loads(attributes) or {}) if attributes != "{}" else {},
+        events=[] if events == "[]" else [SpanEvent(**e) for e in (_loads(events) or [])],
+    )
