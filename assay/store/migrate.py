@@ -79,7 +79,12 @@ def _rekey_span_attributes(conn: Connection) -> None:
     conn.exec_driver_sql("DROP TABLE span_attributes_v2")
 
 
-_STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(conn: Connection) -> None:
+    # Runs and datasets: new tables only.
+    s.metadata.create_all(conn, checkfirst=True)
+
+
+_STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def upgrade_schema(conn: Connection, version: int) -> None:

@@ -11,6 +11,8 @@ query that needs it, since every index costs every write. Version history:
        span's rowid (was its own copy, keyed by a hash of the span id); the trace
        state and name indexes end with trace_id (the order's tiebreak);
        span_attributes keyed (trace_id, key, span_id) (was trace, span, key)
+    4  runs (with run_params, run_metrics, run_tags, run_tables) and datasets (with
+       dataset_records, versioned)
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -35,10 +37,12 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["FTS_TABLE", "SCHEMA_VERSION", "assessments", "metadata", "schema_version",
-           "span_attributes", "spans", "trace_metadata", "trace_tags", "traces"]
+__all__ = ["FTS_TABLE", "SCHEMA_VERSION", "assessments", "dataset_records", "datasets",
+           "metadata", "run_metrics", "run_params", "run_tables", "run_tags", "runs",
+           "schema_version", "span_attributes", "spans", "trace_metadata", "trace_tags",
+           "traces"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -159,4 +163,82 @@ trace_metadata = Table(
     Column("key", String(250), primary_key=True),
     Column("value", Text, nullable=False),
     Index(None, "key", "value"),
+)
+
+# -- runs: an evaluation (or any logged experiment run) ------------------------
+
+runs = Table(
+    "runs", metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("experiment", String(256), nullable=False),
+    Column("name", Text),
+    Column("status", String(16), nullable=False),  # RUNNING FINISHED FAILED KILLED
+    Column("start_time_ms", BigInteger, nullable=False),
+    Column("end_time_ms", BigInteger),
+    Index(None, "experiment", "start_time_ms", "run_id"),
+)
+
+run_params = Table(
+    "run_params", metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+#: Every logged value of a metric, by step; a run's value of a metric is its
+#: latest step's (the last logged at that step).
+run_metrics = Table(
+    "run_metrics", metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("value", Float),
+    Column("timestamp_ms", BigInteger, nullable=False),
+)
+
+run_tags = Table(
+    "run_tags", metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("value", Text, nullable=False),
+    Index(None, "key", "value"),
+)
+
+#: Tables logged with a run (an evaluation's per-row results): JSON, one
+#: object per row.
+run_tables = Table(
+    "run_tables", metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("name", String(250), primary_key=True),
+    Column("content", Text, nullable=False),
+)
+
+# -- datasets: evaluation records kept in the store, versioned ----------------
+
+datasets = Table(
+    "datasets", metadata,
+    Column("dataset_id", String(32), primary_key=True),
+    Column("name", String(256), nullable=False, unique=True),
+    Column("experiment", String(256)),
+    Column("version", Integer, nullable=False),
+    Column("digest", String(64)),
+    Column("created_time_ms", BigInteger, nullable=False),
+    Column("last_update_time_ms", BigInteger, nullable=False),
+)
+
+#: One row per version of a record: a record is live in versions
+#: ``version_from <= v < version_to`` (``version_to`` NULL while current).
+#: ``record_id`` is a hash of the record's inputs.
+dataset_records = Table(
+    "dataset_records", metadata,
+    Column("dataset_id", String(32), primary_key=True),
+    Column("record_id", String(64), primary_key=True),
+    Column("version_from", Integer, primary_key=True),
+    Column("version_to", Integer),
+    Column("inputs_json", Text, nullable=False),
+    Column("expectations_json", Text),
+    Column("tags_json", Text),
+    Column("source_type", String(32)),
+    Column("source_id", String(256)),
+    Column("created_time_ms", BigInteger, nullable=False),
 )
