@@ -222,6 +222,10 @@ class Scorer:
         3
     """
 
+    #: Who scores, for the feedback a run attaches to traces: ``"CODE"`` here,
+    #: ``"LLM_JUDGE"`` for judges.
+    source_type: str = "CODE"
+
     def __init__(self, func: Callable[..., Any], *, name: str | None = None,
                  aggregations: Iterable[str] | None = None, pass_if: PassIf | None = None,
                  timeout: float | None = None, arguments: Mapping[str, Any] | None = None,
@@ -257,6 +261,11 @@ class Scorer:
 
     def __repr__(self) -> str:
         return f"Scorer(name={self.name!r}, function={self.function!r})"
+
+    @property
+    def source_id(self) -> str | None:
+        """Which scorer, for the feedback's source: the scorer's name (a judge's model)."""
+        return self.name
 
     @property
     def parameters(self) -> tuple[str, ...]:
