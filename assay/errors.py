@@ -3,6 +3,7 @@
     AssayError
      ├── ConfigurationError   a bad setting, store URI or environment variable
      ├── InvalidFilter        a malformed search filter (carries the position)
+     ├── InvalidData          evaluation data or dataset records that cannot be used
      ├── StoreError           the trace store cannot be opened, read or written
      ├── ScorerError          a scorer is misdefined
      └── JudgeError           an LLM judge is misdefined or its endpoint failed
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "AssayError",
     "ConfigurationError",
+    "InvalidData",
     "InvalidFilter",
     "JudgeError",
     "ScorerError",
@@ -58,6 +60,11 @@ class InvalidFilter(AssayError, ValueError):
         if hint:
             text += f"\n{hint}"
         super().__init__(text)
+
+
+class InvalidData(AssayError, ValueError):
+    """Data given to ``evaluate()`` or merged into a dataset is malformed; the
+    message names the row (by position) and what is wrong with it."""
 
 
 class StoreError(AssayError):
