@@ -21,6 +21,7 @@ into a :class:`Feedback` carrying ``error``. ``evaluate()`` uses ``run``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import math
@@ -294,7 +295,10 @@ class Scorer:
         row = {"inputs": inputs, "outputs": outputs, "expectations": expectations,
                "trace": trace}
         kwargs = row if self._wants_all else {k: row[k] for k in self._wants}
-        return self._normalise(self.func(**kwargs))
+        result = self.func(**kwargs)
+        if inspect.isawaitable(result):
+            result = run_awaitable(result)
+        return self._normalise(result)
 
     def run(self, *, inputs: Any = None, outputs: Any = None, expectations: Any = None,
             trace: Any = None) -> list[Feedback]:
@@ -383,6 +387,24 @@ class Scorer:
         return Feedback.from_error(
             f"returned {shown}, expected bool, int, float, str, Feedback "
             f"or a non-empty list of Feedback", name=self.name)
+
+
+def run_awaitable(awaitable: Any) -> Any:
+    """Wait for an awaitable from synchronous code: on a fresh event loop, or, when
+    this thread already runs one (a notebook), on a helper thread's."""
+    async def wait() -> Any:
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(context.run, asyncio.run, wait()).result()
 
 
 def _bind(func: Callable[..., Any], name: str) -> tuple[frozenset[str], bool]:
