@@ -222,13 +222,15 @@ datasets = Table(
     Column("experiment", String(256)),
     Column("version", Integer, nullable=False),
     Column("digest", String(64)),
+    Column("tags_json", Text),
     Column("created_time_ms", BigInteger, nullable=False),
     Column("last_update_time_ms", BigInteger, nullable=False),
 )
 
 #: One row per version of a record: a record is live in versions
 #: ``version_from <= v < version_to`` (``version_to`` NULL while current).
-#: ``record_id`` is a hash of the record's inputs.
+#: ``record_id`` is a hash of the record's inputs; ``seq`` the record's place in
+#: the order records were first added (kept by its later row versions).
 dataset_records = Table(
     "dataset_records", metadata,
     Column("dataset_id", String(32), primary_key=True),
@@ -241,4 +243,5 @@ dataset_records = Table(
     Column("source_type", String(32)),
     Column("source_id", String(256)),
     Column("created_time_ms", BigInteger, nullable=False),
+    Column("seq", BigInteger),
 )
