@@ -23,6 +23,7 @@ from assay.tracing.types import (
     TRACE_EXPERIMENT,
     TRACE_METADATA,
     TRACE_NAME,
+    TRACE_RUN_ID,
     TRACE_TAGS,
 )
 
@@ -112,6 +113,7 @@ def to_record(span: ReadableSpan, default_experiment: str = "default") -> SpanRe
     name = own.get(TRACE_NAME)
     tags = own.get(TRACE_TAGS)
     meta = own.get(TRACE_METADATA)
+    run_id = own.get(TRACE_RUN_ID)
     start = span.start_time or 0
     return SpanRecord(
         format(ctx.trace_id, "032x"),
@@ -132,6 +134,7 @@ def to_record(span: ReadableSpan, default_experiment: str = "default") -> SpanRe
         name if isinstance(name, str) else None,
         _json_dict(tags) if tags else {},
         _json_dict(meta) if meta else {},
+        run_id if isinstance(run_id, str) and run_id else None,
     )
 
 

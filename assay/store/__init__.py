@@ -15,17 +15,18 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from assay.errors import ConfigurationError
-from assay.store.base import SpanRecord, TracePage, TraceStore
+from assay.store.base import MetricRow, RunPage, SpanRecord, TracePage, TraceStore
 
 if TYPE_CHECKING:
+    from assay.store.run_api import Metric, Run
     from assay.store.sql import SqlTraceStore
     from assay.tracing.models import Assessment, Trace
 
-__all__ = ["LazyStore", "SpanRecord", "TracePage", "TraceStore", "open_store"]
+__all__ = ["LazyStore", "RunPage", "SpanRecord", "TracePage", "TraceStore", "open_store"]
 
 
 class LazyStore:
@@ -115,6 +116,53 @@ class LazyStore:
 
     def log_assessment(self, assessment: Assessment) -> None:
         self.sql.log_assessment(assessment)
+
+    def log_assessments(self, assessments: Sequence[Assessment]) -> None:
+        self.sql.log_assessments(assessments)
+
+    # -- runs -----------------------------------------------------------------
+    def create_run(self, run_id: str, *, experiment: str, name: str | None,
+                   start_time_ms: int, tags: Mapping[str, str] | None = None) -> None:
+        self.sql.create_run(run_id, experiment=experiment, name=name,
+                            start_time_ms=start_time_ms, tags=tags)
+
+    def update_run(self, run_id: str, *, status: str | None = None,
+                   end_time_ms: int | None = None, name: str | None = None) -> None:
+        self.sql.update_run(run_id, status=status, end_time_ms=end_time_ms, name=name)
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        self.sql.log_params(run_id, params)
+
+    def log_metrics(self, run_id: str, metrics: Sequence[MetricRow]) -> None:
+        self.sql.log_metrics(run_id, metrics)
+
+    def set_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.sql.set_run_tags(run_id, tags)
+
+    def delete_run_tag(self, run_id: str, key: str) -> None:
+        self.sql.delete_run_tag(run_id, key)
+
+    def log_run_table(self, run_id: str, name: str, content: str) -> None:
+        self.sql.log_run_table(run_id, name, content)
+
+    def load_run_table(self, run_id: str, name: str) -> str | None:
+        return self.sql.load_run_table(run_id, name)
+
+    def get_run(self, run_id: str) -> Run | None:
+        return self.sql.get_run(run_id)
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        return self.sql.get_metric_history(run_id, key)
+
+    def search_runs(self, *, experiment: str | None, filter_string: str | None = None,
+                    order_by: list[str] | None = None, max_results: int = 1000,
+                    page_token: str | None = None) -> RunPage:
+        return self.sql.search_runs(experiment=experiment, filter_string=filter_string,
+                                    order_by=order_by, max_results=max_results,
+                                    page_token=page_token)
+
+    def delete_run(self, run_id: str) -> bool:
+        return self.sql.delete_run(run_id)
 
     def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
         return self.sql.count(experiment=experiment, filter_string=filter_string)

@@ -73,6 +73,31 @@ Value types, with the operators and literals each accepts:
 
 Canonical operators: ``= != < <= > >= LIKE NOT LIKE ILIKE NOT ILIKE RLIKE IN
 NOT IN IS NULL IS NOT NULL`` (``<>`` is read as ``!=``).
+
+Run fields
+==========
+
+:func:`assay.store.filter_parser.parse_run_filter` reads MLflow's run-search
+syntax with the same tokenizer and grammar over these fields instead. Run
+attributes: ``attributes.<field>``, ``attribute.<field>``, ``attr.<field>``,
+``run.<field>`` or the bare ``<field>``; a ``Field`` of kind ``"run"``::
+
+    field (canonical)   aliases                                     value type
+    status                                                          string
+    run_name            name                                        string
+    run_id              id                                          string
+    start_time          start_time_ms                               timestamp
+    end_time            end_time_ms                                 timestamp
+    experiment                                                      string
+
+Keyed run fields::
+
+    path                                          kind             value type
+    metrics.<key>, metric.<key>                   metric           number
+    params.<key>, param.<key>, parameters.<key>   param            keyed
+    tags.<key>, tag.<key>                         run_tag          keyed
+
+A metric compares its latest value (the one logged at its highest step).
 """
 
 from __future__ import annotations
@@ -92,6 +117,9 @@ __all__ = [
     "ORDERING",
     "PATTERN",
     "PREFIXES",
+    "RUN_FIELDS",
+    "RUN_KEYED_FIELDS",
+    "RUN_PREFIXES",
     "SPAN_FIELDS",
     "TRACE_FIELDS",
     "And",
@@ -119,7 +147,7 @@ __all__ = [
 ]
 
 FieldKind = Literal["trace", "tag", "metadata", "span", "span_attribute", "feedback",
-                    "expectation"]
+                    "expectation", "run", "metric", "param", "run_tag"]
 ValueType = Literal["string", "number", "timestamp", "fulltext", "prompt", "keyed", "typed"]
 Scalar = str | int | float | bool
 #: A comparison's literal: a scalar, a tuple of scalars for ``IN``/``NOT IN``,
@@ -212,8 +240,36 @@ PREFIXES: dict[str, str] = {
     "expectation": "expectation",
 }
 
+#: Run attributes by canonical name (what ``search_runs`` filters on).
+RUN_FIELDS: dict[str, FieldSpec] = _table(
+    FieldSpec("run", "status", "string", (), "the run's status: RUNNING, FINISHED, FAILED, KILLED"),
+    FieldSpec("run", "run_name", "string", ("name",), "the run's name"),
+    FieldSpec("run", "run_id", "string", ("id",), "the run id"),
+    FieldSpec("run", "start_time", "timestamp", ("start_time_ms",),
+              "start time, milliseconds since the epoch"),
+    FieldSpec("run", "end_time", "timestamp", ("end_time_ms",),
+              "end time, milliseconds since the epoch (none while running)"),
+    FieldSpec("run", "experiment", "string", (), "the run's experiment"),
+)
+
+#: Keyed run fields by kind: the user's key is ``Field.key``.
+RUN_KEYED_FIELDS: dict[str, FieldSpec] = _table(
+    FieldSpec("metric", "metric", "number", (), "a run metric's latest value"),
+    FieldSpec("param", "param", "keyed", (), "a run parameter"),
+    FieldSpec("run_tag", "run_tag", "keyed", (), "a run tag"),
+)
+
+#: Run filter path prefixes (lower case) and the field group each one opens.
+RUN_PREFIXES: dict[str, str] = {
+    "attribute": "run", "attributes": "run", "attr": "run", "run": "run",
+    "metric": "metric", "metrics": "metric",
+    "param": "param", "params": "param", "parameter": "param", "parameters": "param",
+    "tag": "run_tag", "tags": "run_tag",
+}
+
 _KEYED_PREFIX = {"tag": "tags", "metadata": "metadata", "span_attribute": "span.attributes",
-                 "feedback": "feedback", "expectation": "expectation"}
+                 "feedback": "feedback", "expectation": "expectation", "metric": "metrics",
+                 "param": "params", "run_tag": "tags"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,6 +342,10 @@ def field_spec(field: Field) -> FieldSpec:
         return TRACE_FIELDS[field.name]
     if field.kind == "span":
         return SPAN_FIELDS[field.name]
+    if field.kind == "run":
+        return RUN_FIELDS[field.name]
+    if field.kind in RUN_KEYED_FIELDS:
+        return RUN_KEYED_FIELDS[field.kind]
     return KEYED_FIELDS[field.kind]
 
 
@@ -354,6 +414,8 @@ def render_field(field: Field) -> str:
         return f"trace.{field.name}"
     if field.kind == "span":
         return f"span.{field.name}"
+    if field.kind == "run":
+        return f"attributes.{field.name}"
     return f"{_KEYED_PREFIX[field.kind]}.{_render_key(field.key or '')}"
 
 

@@ -28,6 +28,11 @@ Lexical rules:
   after the operator or inside an ``IN`` list it is a string value. After a
   dot it is always a key segment.
 
+The same tokenizer and grammar read run filters (:func:`parse_run_filter`,
+MLflow's run-search syntax) over the run fields of
+:mod:`~assay.store.filter_ast`: what differs is only which fields a path
+names, so each field table comes with its own resolver (a :class:`_Grammar`).
+
 Limits: a filter is at most :data:`MAX_FILTER_LENGTH` characters, nests
 parentheses and ``NOT`` at most :data:`MAX_DEPTH` deep, and an ``IN`` list
 holds at most :data:`MAX_IN_ITEMS` values. Every failure raises
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable
 from typing import NoReturn, cast
 
 from assay.errors import InvalidFilter
@@ -47,6 +53,9 @@ from assay.store.filter_ast import (
     ORDERING,
     PATTERN,
     PREFIXES,
+    RUN_FIELDS,
+    RUN_KEYED_FIELDS,
+    RUN_PREFIXES,
     SPAN_FIELDS,
     TRACE_FIELDS,
     Comparison,
@@ -63,7 +72,7 @@ from assay.store.filter_ast import (
     render_field,
 )
 
-__all__ = ["MAX_DEPTH", "MAX_FILTER_LENGTH", "MAX_IN_ITEMS", "parse_filter"]
+__all__ = ["MAX_DEPTH", "MAX_FILTER_LENGTH", "MAX_IN_ITEMS", "parse_filter", "parse_run_filter"]
 
 MAX_FILTER_LENGTH = 10_000
 MAX_DEPTH = 50
@@ -80,6 +89,9 @@ _FIELDS_HINT = ("fields: " + ", ".join(TRACE_FIELDS) + " (bare or after trace.);
                   "expectation.<name>")
 _KEYED_PREFIX_TEXT = {"tag": "tags", "metadata": "metadata", "feedback": "feedback",
                       "expectation": "expectation"}
+_RUN_FIELDS_HINT = ("fields: " + ", ".join(f"attributes.{n}" for n in RUN_FIELDS)
+                    + " (attributes. may be left out); metrics.<key>, params.<key>, tags.<key>; "
+                      "quote keys with special characters: metrics.`accuracy/mean`")
 
 
 # -- tokens -------------------------------------------------------------------------------------
@@ -152,8 +164,9 @@ def _scan_number(text: str, i: int) -> int:
 
 
 class _Tokenizer:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, key_example: str = "tags.`my/key`") -> None:
         self.text = text
+        self.key_example = key_example
 
     def fail(self, message: str, position: int, hint: str | None = None) -> NoReturn:
         raise InvalidFilter(message, filter_string=self.text, position=position, hint=hint)
@@ -194,7 +207,10 @@ class _Tokenizer:
                 out.append(self._path(i))
                 i = out[-1].end
             else:
-                self.fail(f"unexpected character {ch!r}", i)
+                hint = None
+                if i and (_is_ident_char(text[i - 1]) or text[i - 1] == "`"):
+                    hint = f"quote a key with special characters in backticks: {self.key_example}"
+                self.fail(f"unexpected character {ch!r}", i, hint)
 
     def _operator(self, i: int) -> _Token:
         two = self.text[i:i + 2]
@@ -250,6 +266,18 @@ class _Tokenizer:
 
 # -- parser -------------------------------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class _Grammar:
+    """What a filter's paths may name: the resolver of a field table, its
+    did-you-mean suggestions, the list of fields for hints, and an example."""
+
+    resolve: Callable[[tuple[_Segment, ...], int], Field | None]
+    suggest: Callable[[tuple[_Segment, ...]], list[str]]
+    fields_hint: str
+    example: str
+    key_example: str
+
+
 def parse_filter(text: str) -> Expr | None:
     """Parse a search filter into an AST; ``None`` for an empty or blank filter.
 
@@ -269,6 +297,36 @@ def parse_filter(text: str) -> Expr | None:
         >>> parse_filter("tags.env = 'prod' AND trace.execution_time_ms > 1000")
         And(items=(Comparison(...), Comparison(...)))
     """
+    return _parse(text, _TRACES)
+
+
+def parse_run_filter(text: str) -> Expr | None:
+    """Parse a run-search filter (MLflow's ``search_runs`` syntax) into an AST.
+
+    Same grammar, literals and limits as :func:`parse_filter`, over the run
+    fields: ``metrics.<key>``, ``params.<key>``, ``tags.<key>`` and the run
+    attributes ``status``, ``run_name``, ``run_id``, ``start_time``,
+    ``end_time``, ``experiment`` (bare or after ``attributes.``).
+
+    Args:
+        text: the filter, e.g. ``"metrics.`correctness/mean` >= 0.8 AND
+            params.model = 'gpt-4o'"``.
+
+    Returns:
+        The :data:`~assay.store.filter_ast.Expr`, or ``None`` for an empty filter.
+
+    Raises:
+        InvalidFilter: the filter is malformed or names an unknown field; the
+            error carries the position and what was expected there.
+
+    Example:
+        >>> parse_run_filter("attributes.status = 'FINISHED' AND metrics.loss < 0.5")
+        And(items=(Comparison(...), Comparison(...)))
+    """
+    return _parse(text, _RUNS)
+
+
+def _parse(text: str, grammar: _Grammar) -> Expr | None:
     if text is None:
         return None
     if not isinstance(text, str):
@@ -280,7 +338,7 @@ def parse_filter(text: str) -> Expr | None:
                             hint="split the search, or use IN (...) instead of many ORs")
     if not text.strip():
         return None
-    return _Parser(text, _Tokenizer(text).tokens()).parse()
+    return _Parser(text, _Tokenizer(text, grammar.key_example).tokens(), grammar).parse()
 
 
 def _describe(tok: _Token, text: str) -> str:
@@ -296,7 +354,8 @@ def _found(tok: _Token, text: str) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str, tokens: list[_Token]) -> None:
+    def __init__(self, text: str, tokens: list[_Token], grammar: _Grammar) -> None:
+        self.grammar = grammar
         self.text = text
         self.tokens = tokens
         self.index = 0
@@ -383,9 +442,9 @@ class _Parser:
         else:
             before = self.tokens[self.index - 1] if self.index else None
             after = f" after {_describe(before, self.text)}" if before else ""
-            hint = _FIELDS_HINT
+            hint = self.grammar.fields_hint
             if tok.kind in ("string", "number") or tok.keyword in ("TRUE", "FALSE", "NULL"):
-                hint = "a comparison starts with the field: trace.status = 'OK'"
+                hint = f"a comparison starts with the field: {self.grammar.example}"
             self.fail(f"expected a field, '(' or NOT{after}{_found(tok, self.text)}",
                       tok.position, hint)
         self.advance()
@@ -511,20 +570,20 @@ class _Parser:
     # fields
 
     def resolve(self, tok: _Token) -> Field:
-        field = _resolve(tok.segments, tok.position)
+        field = self.grammar.resolve(tok.segments, tok.position)
         if field is None:
             self.unknown_field(tok)
         return field
 
     def unknown_field(self, tok: _Token) -> NoReturn:
         name = self.source(tok)
-        suggestions = list(dict.fromkeys(_suggest(tok.segments)))
+        suggestions = list(dict.fromkeys(self.grammar.suggest(tok.segments)))
         message = f"unknown field '{name}'"
         if suggestions:
             quoted = [f"'{s}'" for s in suggestions]
             either = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
             message += f" — did you mean {either}?"
-        self.fail(message, tok.position, _FIELDS_HINT)
+        self.fail(message, tok.position, self.grammar.fields_hint)
 
     # values
 
@@ -672,3 +731,49 @@ def _suggest(segments: tuple[_Segment, ...]) -> list[str]:
         else:
             out.append(f"{keyed[p]}.{rest}")
     return list(dict.fromkeys(out))
+
+
+# -- run filters ----------------------------------------------------------------------------------
+
+_RUN_NAMES = _by_name(RUN_FIELDS)
+
+
+def _resolve_run(segments: tuple[_Segment, ...], position: int = 0) -> Field | None:
+    """The run field a dotted path names (prefixes and names case-insensitive), or ``None``."""
+    head, rest = segments[0].text.lower(), segments[1:]
+    if not rest:
+        spec = _RUN_NAMES.get(head)
+        return Field("run", spec.name, position=position) if spec else None
+    group = RUN_PREFIXES.get(head)
+    if group == "run" and len(rest) == 1 and rest[0].text.lower() in _RUN_NAMES:
+        return Field("run", _RUN_NAMES[rest[0].text.lower()].name, position=position)
+    if group in RUN_KEYED_FIELDS:
+        return Field(cast(FieldKind, group), group, _join(rest), position=position)
+    return None
+
+
+_RUN_KEYED_TEXT = {"metric": "metrics", "param": "params", "run_tag": "tags"}
+
+
+def _suggest_run(segments: tuple[_Segment, ...]) -> list[str]:
+    """Did-you-mean candidates for an unknown run field path."""
+    close = difflib.get_close_matches
+    head = segments[0].text.lower()
+    if len(segments) == 1:
+        group = RUN_PREFIXES.get(head)
+        if group in _RUN_KEYED_TEXT:
+            return [f"{_RUN_KEYED_TEXT[group]}.<key>"]
+        return [f"attributes.{_RUN_NAMES[m].name}"
+                for m in close(head, _RUN_NAMES, n=3, cutoff=0.6)]
+    rest = _join(segments[1:])
+    if RUN_PREFIXES.get(head) == "run":
+        return [f"attributes.{_RUN_NAMES[m].name}"
+                for m in close(segments[1].text.lower(), _RUN_NAMES, n=3, cutoff=0.6)]
+    prefixes = close(head, list(RUN_PREFIXES), n=1, cutoff=0.6)
+    return [f"{_RUN_KEYED_TEXT[RUN_PREFIXES[p]]}.{rest}" if RUN_PREFIXES[p] in _RUN_KEYED_TEXT
+            else f"attributes.{rest}" for p in prefixes]
+
+
+_TRACES = _Grammar(_resolve, _suggest, _FIELDS_HINT, "trace.status = 'OK'", "tags.`my/key`")
+_RUNS = _Grammar(_resolve_run, _suggest_run, _RUN_FIELDS_HINT, "metrics.accuracy > 0.8",
+                 "metrics.`accuracy/mean`")

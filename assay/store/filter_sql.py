@@ -19,6 +19,10 @@ Semantics:
   ``RLIKE`` is a regular-expression search.
 - Only the newest feedback of a name and source counts (older ones are kept,
   marked overridden).
+- Run filters (:func:`compile_run_filter`) read the same way over ``runs``:
+  ``metrics.<key>`` compares a metric's latest value (the one at its highest
+  step; a NaN, stored as NULL, matches no comparison); ``metrics.k IS NULL``
+  matches runs that never logged ``k``; params and tags work as trace tags.
 - MLflow's own keys keep working: ``tags.`mlflow.traceName``` is the trace
   name, ``run_id`` also matches the metadata key ``mlflow.sourceRun``, and
   ``prompt`` matches no trace (assay links no prompt versions yet).
@@ -36,7 +40,7 @@ from assay.errors import InvalidFilter
 from assay.store import schema as s
 from assay.store.filter_ast import Comparison, Expr, Field, Not, Or, iso_to_epoch_ms
 
-__all__ = ["compile_correlated", "compile_filter"]
+__all__ = ["compile_correlated", "compile_filter", "compile_run_filter", "latest_metric_value"]
 
 _T = s.traces.c
 _TRACE_COLUMNS = {
@@ -351,3 +355,74 @@ def compile_correlated(expr: Expr, *, dialect: str, fts: bool,
     compiler = _Compiler(dialect, fts, filter_string, correlated=True)
     cond = compiler.expr(expr)
     return cond if compiler.subqueries else None
+
+
+# -- run filters ----------------------------------------------------------------------------------
+
+_R = s.runs.c
+_RUN_COLUMNS = {"status": _R.status, "run_name": _R.name, "run_id": _R.run_id,
+                "start_time": _R.start_time_ms, "end_time": _R.end_time_ms,
+                "experiment": _R.experiment}
+
+
+def latest_metric_value(run_id: Any, key: str) -> Any:
+    """A scalar subquery: the value of metric ``key`` at its highest step in the run
+    ``run_id`` (a column to correlate with, or a value); NULL when never logged."""
+    m = s.run_metrics.alias("lm")
+    m2 = s.run_metrics.alias("lm2")
+    top = (select(func.max(m2.c.step)).where(m2.c.run_id == m.c.run_id, m2.c.key == m.c.key)
+           .scalar_subquery())
+    return (select(m.c.value).where(m.c.run_id == run_id, m.c.key == key, m.c.step == top)
+            .scalar_subquery())
+
+
+class _RunCompiler(_Compiler):
+    """The filter compiler over ``runs``: run attributes, metrics, params and tags."""
+
+    def member(self, sub: Any, *, negate: bool = False,
+               correlate: bool = True) -> ColumnElement[bool]:
+        return _R.run_id.not_in(sub) if negate else _R.run_id.in_(sub)
+
+    def comparison(self, cmp: Comparison) -> ColumnElement[bool]:
+        kind = cmp.field.kind
+        if kind == "run":
+            value = cmp.value
+            if cmp.field.name in ("start_time", "end_time"):
+                value = _epoch_ms(value)
+            return self.compare(_RUN_COLUMNS[cmp.field.name], cmp.op, value)
+        if kind == "metric":
+            return self.metric(cmp)
+        if kind in ("param", "run_tag"):
+            table = (s.run_params if kind == "param" else s.run_tags).alias()
+            has_key = select(table.c.run_id).where(table.c.key == cmp.field.key)
+            if cmp.op == "IS NULL":
+                return self.member(has_key, negate=True)
+            if cmp.op == "IS NOT NULL":
+                return self.member(has_key)
+            return self.member(has_key.where(self.compare(table.c.value, cmp.op, cmp.value)))
+        raise self.error(f"{cmp.field.path} is not a run field", cmp.position)
+
+    def metric(self, cmp: Comparison) -> ColumnElement[bool]:
+        m = s.run_metrics.alias("m")
+        logged = select(m.c.run_id).where(m.c.key == cmp.field.key)
+        if cmp.op == "IS NULL":
+            return self.member(logged, negate=True)
+        if cmp.op == "IS NOT NULL":
+            return self.member(logged)
+        m2 = s.run_metrics.alias("m2")
+        top = (select(func.max(m2.c.step)).where(m2.c.run_id == m.c.run_id, m2.c.key == m.c.key)
+               .scalar_subquery())
+        return self.member(logged.where(m.c.step == top,
+                                        self.compare(m.c.value, cmp.op, cmp.value)))
+
+
+def compile_run_filter(expr: Expr | None, *, dialect: str,
+                       filter_string: str = "") -> ColumnElement[bool]:
+    """The WHERE condition on ``runs`` for a parsed run filter (``true()`` for none).
+
+    Raises:
+        InvalidFilter: an RLIKE pattern is not a regular expression.
+    """
+    if expr is None:
+        return true()
+    return _RunCompiler(dialect, False, filter_string).expr(expr)

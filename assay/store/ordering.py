@@ -115,7 +115,7 @@ def encode_token(keys: list[SortKey], values: list[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(token: str, keys: list[SortKey]) -> list[Any]:
+def decode_token(token: str, keys: list[SortKey], where: str = "search_traces") -> list[Any]:
     """The sort values a page token carries. Raises ValueError for a foreign token."""
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
@@ -125,5 +125,5 @@ def decode_token(token: str, keys: list[SortKey]) -> list[Any]:
             raise ValueError
         return values
     except Exception:
-        raise ValueError(f"page_token {token!r} is not a token returned by search_traces "
+        raise ValueError(f"page_token {token!r} is not a token returned by {where} "
                          "with this order_by") from None

@@ -62,7 +62,8 @@ def assemble(conn: Connection, rows: Sequence[Any], include_spans: bool) -> list
             trace_id=tid, experiment=r["experiment"], name=r["name"], state=r["state"],
             timestamp_ms=r["timestamp_ms"], execution_time_ms=r["execution_time_ms"],
             request_preview=r["request_preview"], response_preview=r["response_preview"],
-            tags=tags[tid], metadata=meta[tid], assessments=assessments[tid])
+            tags=tags[tid], metadata=meta[tid], assessments=assessments[tid],
+            run_id=r["run_id"])
         span_list = spans[tid]
         span_list.sort(key=_span_order)
         out.append(Trace(info=info, spans=span_list))

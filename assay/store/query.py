@@ -24,7 +24,7 @@ __all__ = ["FRAME_COLUMNS", "count_traces", "delete_trace_tag", "delete_traces",
 #: Columns of the frame ``search_traces`` returns, one row per trace.
 FRAME_COLUMNS = ("trace_id", "name", "experiment", "state", "timestamp_ms",
                  "execution_time_ms", "request", "response", "tags", "metadata",
-                 "assessments", "trace")
+                 "assessments", "run_id", "trace")
 
 
 def store() -> LazyStore:
@@ -73,6 +73,7 @@ def traces_to_frame(traces: list[Trace]) -> pd.DataFrame:
             "tags": dict(info.tags),
             "metadata": dict(info.metadata),
             "assessments": [a.to_dict() for a in info.assessments],
+            "run_id": info.run_id,
             "trace": t,
         })
     return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))

@@ -15,24 +15,28 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, and_, case, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
 from assay.errors import StoreError
 from assay.store import schema as s
-from assay.store.base import SpanRecord, TracePage
+from assay.store.base import MetricRow, RunPage, SpanRecord, TracePage
 from assay.store.pages import assemble
+from assay.store.runs import SqlRuns
 from assay.store.values import typed_value
 from assay.tracing.models import Assessment, Trace
+
+if TYPE_CHECKING:
+    from assay.store.run_api import Metric, Run
 
 __all__ = ["SqlTraceStore"]
 
@@ -61,7 +65,7 @@ def _multi_values(sql: str, n: int) -> str:
 
 _TRACE_COLUMNS = ["trace_id", "experiment", "name", "state", "timestamp_ms", "execution_time_ms",
                   "request_preview", "response_preview", "root_span_id", "root_rank",
-                  "end_time_ms"]
+                  "end_time_ms", "run_id"]
 _ATTR_COLUMNS = ["trace_id", "span_id", "key", "value_kind", "num_value", "str_value"]
 _TEXT_CHARS = 65_536  # of each span's inputs and outputs, in the full-text index
 # SQLite: the view the full-text index reads its text from, and the statement
@@ -169,6 +173,7 @@ class SqlTraceStore:
         # SQLite's planner statistics are refreshed as the store grows: the spans
         # to write before looking again (0: look at the first write).
         self._until_check = 0 if not memory and url.startswith("sqlite") else 1 << 62
+        self.runs = SqlRuns(self)
 
     # fork() hooks, called by the LazyStore that owns this store, in lock order.
     def before_fork(self) -> None:
@@ -750,27 +755,66 @@ class SqlTraceStore:
             r.span_id if rooted else None,
             r.root_rank,
             r.end_time_ns // 1_000_000 if rooted else None,
+            r.run_id if rooted else None,
         )
 
     def log_assessment(self, a: Assessment) -> None:
         """Store an assessment, marking the valid one it overrides."""
-        kind, num, text = typed_value(a.value)
-        prior = s.assessments.c
-        same_source = (prior.source_id.is_(None) if a.source_id is None
-                       else prior.source_id == a.source_id)
-        with self._write() as conn:
-            conn.execute(s.assessments.update().where(
-                prior.trace_id == a.trace_id, prior.kind == a.kind, prior.name == a.name,
-                prior.source_type == a.source_type, same_source,
-                prior.overridden_by.is_(None)).values(overridden_by=a.assessment_id))
-            conn.execute(s.assessments.insert(), {
+        self.log_assessments([a])
+
+    def log_assessments(self, assessments: Sequence[Assessment]) -> None:
+        """Store assessments in one transaction, in order: each overrides the valid
+        one of the same trace, kind, name and source (type and id), whether
+        stored before or earlier in ``assessments``."""
+        if not assessments:
+            return
+        rows: list[dict[str, Any]] = []
+        # The first of each (trace, kind, name, source) in the batch overrides the
+        # stored valid one; each later one overrides the one before it in the batch.
+        first: dict[tuple[Any, ...], dict[str, Any]] = {}
+        last: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for a in assessments:
+            kind, num, text = typed_value(a.value)
+            row = {
                 "assessment_id": a.assessment_id, "trace_id": a.trace_id, "span_id": a.span_id,
                 "name": a.name, "kind": a.kind,
                 "value_json": json.dumps(a.value, ensure_ascii=False),
                 "value_kind": kind, "num_value": num, "str_value": text,
                 "rationale": a.rationale, "source_type": a.source_type,
                 "source_id": a.source_id, "metadata_json": json.dumps(a.metadata),
-                "error": a.error, "created_time_ms": a.created_time_ms, "overridden_by": None})
+                "error": a.error, "created_time_ms": a.created_time_ms, "overridden_by": None}
+            group = (a.trace_id, a.kind, a.name, a.source_type, a.source_id)
+            before = last.get(group)
+            if before is None:
+                first[group] = row
+            else:
+                before["overridden_by"] = a.assessment_id
+            last[group] = row
+            rows.append(row)
+        prior = s.assessments.c
+        trace_ids = sorted({group[0] for group in first})
+        with self._write() as conn:
+            # The stored valid assessments of the batch's groups, found by trace
+            # and marked in a few statements (one UPDATE per group would cost a
+            # round trip each: seconds for an evaluation's thousands on PostgreSQL).
+            overrides: dict[str, str] = {}
+            for i in range(0, len(trace_ids), 500):
+                for aid, *stored in conn.execute(
+                        select(prior.assessment_id, prior.trace_id, prior.kind, prior.name,
+                               prior.source_type, prior.source_id)
+                        .where(prior.trace_id.in_(trace_ids[i:i + 500]),
+                               prior.overridden_by.is_(None))):
+                    newer = first.get(tuple(stored))
+                    if newer is not None:
+                        overrides[aid] = newer["assessment_id"]
+            marked = list(overrides.items())
+            for i in range(0, len(marked), 500):
+                chunk = dict(marked[i:i + 500])
+                conn.execute(s.assessments.update()
+                             .where(prior.assessment_id.in_(list(chunk)),
+                                    prior.overridden_by.is_(None))
+                             .values(overridden_by=case(chunk, value=prior.assessment_id)))
+            conn.execute(s.assessments.insert(), rows)
 
     def delete_traces(self, *, experiment: str | None, filter_string: str | None,
                       before_ms: int | None) -> int:
@@ -815,6 +859,50 @@ class SqlTraceStore:
             conn.execute(t.delete().where(t.c.trace_id == trace_id, t.c.key == key))
             if value is not None:
                 conn.execute(t.insert(), {"trace_id": trace_id, "key": key, "value": value})
+
+    # -- runs (SQL in assay.store.runs) ---------------------------------------
+    def create_run(self, run_id: str, *, experiment: str, name: str | None,
+                   start_time_ms: int, tags: Mapping[str, str] | None = None) -> None:
+        self.runs.create_run(run_id, experiment=experiment, name=name,
+                             start_time_ms=start_time_ms, tags=tags)
+
+    def update_run(self, run_id: str, *, status: str | None = None,
+                   end_time_ms: int | None = None, name: str | None = None) -> None:
+        self.runs.update_run(run_id, status=status, end_time_ms=end_time_ms, name=name)
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        self.runs.log_params(run_id, params)
+
+    def log_metrics(self, run_id: str, metrics: Sequence[MetricRow]) -> None:
+        self.runs.log_metrics(run_id, metrics)
+
+    def set_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.runs.set_run_tags(run_id, tags)
+
+    def delete_run_tag(self, run_id: str, key: str) -> None:
+        self.runs.delete_run_tag(run_id, key)
+
+    def log_run_table(self, run_id: str, name: str, content: str) -> None:
+        self.runs.log_run_table(run_id, name, content)
+
+    def load_run_table(self, run_id: str, name: str) -> str | None:
+        return self.runs.load_run_table(run_id, name)
+
+    def get_run(self, run_id: str) -> Run | None:
+        return self.runs.get_run(run_id)
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        return self.runs.get_metric_history(run_id, key)
+
+    def search_runs(self, *, experiment: str | None, filter_string: str | None = None,
+                    order_by: list[str] | None = None, max_results: int = 1000,
+                    page_token: str | None = None) -> RunPage:
+        return self.runs.search_runs(experiment=experiment, filter_string=filter_string,
+                                     order_by=order_by, max_results=max_results,
+                                     page_token=page_token)
+
+    def delete_run(self, run_id: str) -> bool:
+        return self.runs.delete_run(run_id)
 
     # -- reading --------------------------------------------------------------
     def get_trace(self, trace_id: str) -> Trace | None:

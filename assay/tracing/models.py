@@ -91,7 +91,8 @@ class Assessment(_Model):
 
 
 class TraceInfo(_Model):
-    """Everything about a trace except its spans."""
+    """Everything about a trace except its spans; ``run_id`` is the run that was
+    active when its root span started (``assay.start_run``), if any."""
 
     trace_id: str
     experiment: str
@@ -104,6 +105,7 @@ class TraceInfo(_Model):
     tags: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, str] = Field(default_factory=dict)
     assessments: list[Assessment] = Field(default_factory=list)
+    run_id: str | None = None
 
 
 class Trace(_Model):

@@ -18,6 +18,7 @@ from opentelemetry.util import types as otel_types
 
 from assay.tracing import _runtime
 from assay.tracing._runtime import internal_error
+from assay.tracing.context import ACTIVE_RUN
 from assay.tracing.serialize import dumps
 from assay.tracing.types import (
     EVENT_FIRST_ITEM,
@@ -30,6 +31,7 @@ from assay.tracing.types import (
     SPAN_TYPE,
     TRACE_METADATA,
     TRACE_NAME,
+    TRACE_RUN_ID,
     TRACE_TAGS,
     SpanStatus,
     SpanType,
@@ -223,6 +225,9 @@ def begin(rt: _runtime.Runtime, name: str, span_type: str, attributes: dict[str,
             attrs[SPAN_INPUTS] = inputs_json
         if pctx.is_valid and not pctx.is_remote:
             attrs[SPAN_LOCAL_ROOT] = True
+        run = ACTIVE_RUN.get()
+        if run is not None:
+            attrs[TRACE_RUN_ID] = run.run_id
     assert rt.tracer is not None
     span = rt.tracer.start_span(name, ctx, attributes=attrs, start_time=rt.clock())
     live = LiveSpan(span, root, rt.max_value_bytes, span_type)

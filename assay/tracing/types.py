@@ -62,12 +62,13 @@ TRACE_TAGS = "assay.trace.tags"
 TRACE_METADATA = "assay.trace.metadata"
 TRACE_NAME = "assay.trace.name"
 TRACE_EXPERIMENT = "assay.trace.experiment"
+TRACE_RUN_ID = "assay.trace.run_id"  # on a root span started while a run is active
 RESOURCE_EXPERIMENT = "assay.experiment"
 
 #: Attribute keys that the store lifts into columns and tables of their own.
 RESERVED_KEYS = frozenset({
     SPAN_TYPE, SPAN_INPUTS, SPAN_OUTPUTS, SPAN_LOCAL_ROOT, SPAN_JSON_ATTRIBUTES,
-    TRACE_TAGS, TRACE_METADATA, TRACE_NAME, TRACE_EXPERIMENT,
+    TRACE_TAGS, TRACE_METADATA, TRACE_NAME, TRACE_EXPERIMENT, TRACE_RUN_ID,
 })
 
 EVENT_FIRST_ITEM = "first_item"

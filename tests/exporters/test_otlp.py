@@ -305,6 +305,24 @@ def test_round_trip_loses_nothing() -> None:
     assert by_name["fail"].status == "ERROR"
 
 
+def test_the_run_id_travels_with_the_root_span_and_is_read_back() -> None:
+    from assay.store import run_api
+
+    memory = InMemorySpanExporter()
+    assay.configure(store="memory://", experiment="round-trip", exporters=[memory])
+    with run_api.start_run("otlp") as run, assay.start_span("root"), \
+            assay.start_span("child"):
+        pass
+    assert assay.flush(timeout_s=10)
+    spans = {s.name: s for s in memory.raw}
+    assert spans["root"].attributes["assay.trace.run_id"] == run.run_id
+    assert "assay.trace.run_id" not in (spans["child"].attributes or {})
+    back = {s.name: to_record(s)
+            for s in decode_request(encode_request(list(spans.values())).SerializeToString())}
+    assert (back["root"].run_id, back["child"].run_id) == (run.run_id, None)
+    assert "assay.trace.run_id" not in back["root"].attributes
+
+
 def test_round_trip_through_http(receiver: OTLPReceiver) -> None:
     spans = traced_spans()
     assert exporter_for(receiver).export(spans) is SpanExportResult.SUCCESS

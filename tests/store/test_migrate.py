@@ -154,3 +154,63 @@ def test_a_version_2_store_on_postgresql_is_upgraded_in_place(pg_uri, capsys):
     assert key == ["trace_id", "key", "span_id"]
     assay.configure(store=pg_uri, experiment="default")
     assert len(assay.search_traces("trace.text LIKE '%kettle%'", return_type="list")) == 2
+
+
+_V4_TABLES = ("run_tables", "run_tags", "run_metrics", "run_params", "runs",
+              "dataset_records", "datasets")
+
+
+def test_a_version_3_store_gains_the_run_tables_and_keeps_its_traces(db_uri, db_path, capsys):
+    _traced_store(db_uri)
+    with closing(sqlite3.connect(db_path)) as con, con:  # a version-3 store: no runs, no datasets
+        for table in _V4_TABLES:
+            con.execute(f"DROP TABLE {table}")
+        con.execute("UPDATE assay_schema SET version = 3")
+    with pytest.raises(assay.StoreError, match="assay db upgrade"):
+        assay.configure(store=db_uri)
+    assert main(["db", "upgrade", "--store", db_uri]) == 0
+    assert f"from schema version 3 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    with closing(sqlite3.connect(db_path)) as con:
+        tables = {name for (name,) in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert set(_V4_TABLES) <= tables
+        indexes = {name for (name,) in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"ix_runs_experiment_start_time_ms_run_id", "ix_run_tags_key_value"} <= indexes
+        assert con.execute("SELECT version FROM assay_schema").fetchall() == [(SCHEMA_VERSION,)]
+    assay.configure(store=db_uri, experiment="default")
+    assert len(assay.search_traces("trace.text LIKE '%kettle%'", return_type="list")) == 2
+    assert assay.count_traces() == 3
+    from assay.store import run_api
+
+    with run_api.start_run("after-upgrade") as run:
+        run_api.log_metric("m", 1.0)
+        with assay.start_span("in-run"):
+            pass
+    assert assay.flush(timeout_s=30)
+    assert run_api.get_run(run.run_id).metrics == {"m": 1.0}  # type: ignore[union-attr]
+    assert [t.info.name for t in assay.search_traces(f"run_id = '{run.run_id}'",
+                                                     return_type="list")] == ["in-run"]
+
+
+def test_a_version_3_store_on_postgresql_gains_the_run_tables(pg_uri, capsys):
+    _traced_store(pg_uri)
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(pg_uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        for table in _V4_TABLES:
+            conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(text("UPDATE assay_schema SET version = 3"))
+    assert main(["db", "upgrade", "--store", pg_uri]) == 0
+    assert f"from schema version 3 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    with engine.connect() as conn:
+        assert set(_V4_TABLES) <= set(inspect(conn).get_table_names())
+    engine.dispose()
+    assay.configure(store=pg_uri, experiment="default")
+    assert assay.count_traces() == 3
+    from assay.store import run_api
+
+    with run_api.start_run("after-upgrade") as run:
+        run_api.log_param("p", "v")
+    assert run_api.get_run(run.run_id).params == {"p": "v"}  # type: ignore[union-attr]
