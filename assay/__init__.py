@@ -8,6 +8,8 @@
     answer("What is assay?")
     assay.flush()
     assay.search_traces()
+
+    result = assay.evaluate(data, scorers=[...], predict_fn=answer)
 """
 
 from assay._version import __version__
@@ -15,12 +17,27 @@ from assay.config import configure
 from assay.errors import (
     AssayError,
     ConfigurationError,
+    InvalidData,
     InvalidFilter,
     JudgeError,
     ScorerError,
     StoreError,
 )
+
+# ``assay.evaluate`` is the function (bound over the subpackage's attribute,
+# which stays importable by name: ``from assay.evaluate import builtin``);
+# ``assay.scorers`` and ``assay.judges`` are the public modules for scorers
+# and judges.
+from assay.evaluate.evaluation import evaluate
+from assay.evaluate.results import EvaluationResult
 from assay.evaluate.scorers import Feedback, Scorer, scorer
+from assay.store.datasets import (
+    Dataset,
+    create_dataset,
+    delete_dataset,
+    get_dataset,
+    search_datasets,
+)
 from assay.store.feedback import AssessmentSource, log_expectation, log_feedback
 from assay.store.query import (
     count_traces,
@@ -29,6 +46,22 @@ from assay.store.query import (
     get_trace,
     search_traces,
     set_trace_tag,
+)
+from assay.store.run_api import (
+    Run,
+    active_run,
+    end_run,
+    get_run,
+    load_table,
+    log_metric,
+    log_metrics,
+    log_param,
+    log_params,
+    log_table,
+    search_runs,
+    set_tag,
+    set_tags,
+    start_run,
 )
 from assay.tracing._runtime import flush, shutdown
 from assay.tracing.decorator import trace
@@ -44,34 +77,56 @@ from assay.tracing.types import SpanStatus, SpanType, TraceState
 
 __all__ = [
     "__version__",
+    "active_run",
     "AssayError",
     "Assessment",
     "AssessmentSource",
     "ConfigurationError",
     "configure",
     "count_traces",
+    "create_dataset",
+    "Dataset",
+    "delete_dataset",
     "delete_trace_tag",
     "delete_traces",
+    "end_run",
+    "evaluate",
+    "EvaluationResult",
     "Feedback",
     "flush",
     "get_current_span",
+    "get_dataset",
     "get_last_trace_id",
+    "get_run",
     "get_trace",
+    "InvalidData",
     "InvalidFilter",
     "JudgeError",
     "LiveSpan",
+    "load_table",
     "log_expectation",
     "log_feedback",
-    "Scorer",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "log_table",
+    "Run",
     "scorer",
+    "Scorer",
     "ScorerError",
+    "search_datasets",
+    "search_runs",
     "search_traces",
+    "set_tag",
+    "set_tags",
     "set_trace_tag",
     "shutdown",
     "Span",
     "SpanEvent",
     "SpanStatus",
     "SpanType",
+    "start_run",
     "start_span",
     "StoreError",
     "Trace",

@@ -8,6 +8,10 @@ PUBLIC = {
     "search_traces", "set_trace_tag", "shutdown", "Span", "SpanEvent", "SpanStatus", "SpanType",
     "start_span", "StoreError", "Trace", "trace", "TraceInfo", "TraceState",
     "update_current_trace",
+    "EvaluationResult", "InvalidData", "evaluate", "Dataset", "create_dataset",
+    "delete_dataset", "get_dataset", "search_datasets", "Run", "active_run", "end_run",
+    "get_run", "load_table", "log_metric", "log_metrics", "log_param", "log_params",
+    "log_table", "search_runs", "set_tag", "set_tags", "start_run",
 }
 
 
@@ -24,5 +28,16 @@ def test_every_public_name_resolves():
 def test_module_namespace_has_no_stray_public_names():
     stray = {n for n in vars(assay) if not n.startswith("_")} - PUBLIC - {
         "config", "errors", "store", "tracing", "exporters", "testing", "cli", "demo",
-        "evaluate"}
+        "evaluate", "scorers", "judges"}
     assert stray == set()
+
+
+def test_evaluate_is_the_function_and_its_subpackage_stays_importable():
+    from assay.evaluate import builtin
+    from assay.evaluate.evaluation import evaluate
+
+    assert assay.evaluate is evaluate
+    assert builtin.exact_match().name == "exact_match"
+    from assay import scorers
+
+    assert scorers.exact_match is builtin.exact_match

@@ -104,10 +104,13 @@ class EvaluationResult:
         """
         scored: list[tuple[tuple[int, int, float], dict[str, Any]]] = []
         for record in self.table.to_dict("records"):
-            errors = [f"{name}: {record.get(f'{name}/error')}" for name in self.feedback_names
-                      if record.get(f"{name}/error")]
-            if record.get("error"):
-                errors.insert(0, f"predict_fn: {record['error']}")
+            if _text(record.get("error")):
+                # The scorers' errors only repeat that the row was not scored.
+                errors = [f"predict_fn: {record['error']}"]
+            else:
+                errors = [f"{name}: {record.get(f'{name}/error')}"
+                          for name in self.feedback_names
+                          if _text(record.get(f"{name}/error"))]
             failed = [name for name in self.feedback_names
                       if record.get(f"{name}/passed") is False]
             numeric = [float(v) for name in self.feedback_names
@@ -125,5 +128,15 @@ class EvaluationResult:
     def __repr__(self) -> str:
         return self.summary()
 
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<pre>{html.escape(self.summary())}</pre>"
+
     def __str__(self) -> str:
         return self.summary()
+
+
+def _text(value: Any) -> bool:
+    """A non-empty string (a table cell may hold None or, from pandas, NaN)."""
+    return isinstance(value, str) and bool(value)

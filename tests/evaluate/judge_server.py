@@ -46,6 +46,9 @@ __all__ = ["JudgeServer", "Reply", "Request", "auto_verdict", "fenced", "rate_li
 
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
+#: ``GET`` here answers ``{"requests": n, "max_in_flight": m}`` (for a server in
+#: another process).
+STATS_PATH = "/stats"
 
 
 @dataclass
@@ -167,6 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's
+        # algorithm holds the body back until the client's delayed ACK (~40 ms).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.owner._track(self.connection, add=True)
 
     def finish(self) -> None:
@@ -175,6 +181,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.owner._track(self.connection, add=False)
 
     def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] == STATS_PATH:
+            owner = self.server.owner
+            self._answer(200, {"requests": owner.count(), "max_in_flight": owner.max_in_flight},
+                         {})
+            return
         self._answer(404, {"error": {"message": f"no GET {self.path}"}}, {})
 
     def do_POST(self) -> None:

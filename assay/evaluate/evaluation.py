@@ -1,0 +1,569 @@
+"""``evaluate()``: run an app over data (or take its stored traces), score every
+row, attach the scores to the traces and log the whole evaluation as a run.
+
+Phases, each concurrent over ``max_workers`` threads (or one event loop for an
+``async`` predict_fn), each drawn as a progress bar on a terminal:
+
+1. check the data and scorers (every problem raised before anything runs);
+2. predict: ``predict_fn(**inputs)`` per row under a trace of the run, or
+   a trace per row recording the given inputs and outputs (rows that came
+   from stored traces keep theirs);
+3. score: every scorer on every row, a failure or timeout an error value on
+   that row;
+4. record: feedback on each row's trace, metrics, params and the per-row
+   table on the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from assay.errors import ConfigurationError, ScorerError
+from assay.evaluate.data import MISSING, EvalRow, data_digest, to_rows
+from assay.evaluate.progress import Progress
+from assay.evaluate.results import EvaluationResult, RowError
+from assay.evaluate.scorers import Feedback, Scorer, aggregate, check_unique_names, run_awaitable
+from assay.tracing.models import Assessment, Trace
+from assay.tracing.serialize import to_jsonable
+from assay.tracing.types import TRACE_EXPERIMENT
+
+if TYPE_CHECKING:
+    from assay.store import LazyStore
+
+__all__ = ["RESULTS_TABLE", "evaluate"]
+
+#: The name of the per-row table logged with the run.
+RESULTS_TABLE = "eval_results"
+#: Default worker threads (``ASSAY_EVAL_MAX_WORKERS`` overrides it).
+DEFAULT_MAX_WORKERS = 10
+_TRACE_FETCH_CHUNK = 200
+_LATENCY_PERCENTILES = ("p50", "p90", "p99")
+
+
+@dataclass
+class _Scored:
+    """A row's predictions, trace and feedback as the evaluation goes."""
+
+    row: EvalRow
+    trace_id: str | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    feedback: list[tuple[Scorer, Feedback]] = field(default_factory=list)
+
+
+def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
+             predict_fn: Callable[..., Any] | None = None, experiment: str | None = None,
+             run_name: str | None = None, max_workers: int | None = None,
+             tags: dict[str, str] | None = None,
+             progress: bool | None = None) -> EvaluationResult:
+    """Score an app, or its stored traces, and log the evaluation as a run.
+
+    Args:
+        data: a list of dicts (``inputs``, and optionally ``outputs``,
+            ``expectations``, ``tags``, ``trace``), a pandas DataFrame with those
+            columns, what ``search_traces`` returns, a list of :class:`~assay.Trace`,
+            or a stored dataset (``assay.get_dataset``).
+        scorers: :class:`~assay.Scorer` objects (``@assay.scorer`` functions, the
+            built-ins in ``assay.evaluate.builtin``, judges from ``assay.judges``),
+            names unique.
+        predict_fn: the app: called as ``predict_fn(**inputs)`` for each row (sync
+            or ``async``) under a trace of the run; spans it makes nest inside.
+            An exception is that row's error (recorded on its trace); the other
+            rows go on. Leave it out to score outputs given with the data.
+        experiment: the experiment of the run and its traces (default: the
+            active run's, else the configured one).
+        run_name: the run's name, when the evaluation opens its own run.
+        max_workers: concurrent rows (and scorer calls); default 10 or
+            ``ASSAY_EVAL_MAX_WORKERS``.
+        tags: set on the run.
+        progress: draw progress bars; default only when stderr is a terminal.
+
+    Returns:
+        An :class:`~assay.evaluate.results.EvaluationResult`: ``run_id``,
+        ``metrics``, ``table``, ``errors``; its ``repr`` is a short summary.
+
+    Raises:
+        InvalidData: the data is empty or malformed (the message names the row).
+        ScorerError: something in ``scorers`` is not a Scorer, or two share a name.
+        ConfigurationError: no trace store is configured, or ``experiment``
+            contradicts the active run's.
+
+    Inside an active run (``with assay.start_run():``) the evaluation logs into
+    it; otherwise it opens its own run and ends it (FINISHED, or FAILED if the
+    evaluation itself was interrupted).
+
+    Example:
+        >>> result = assay.evaluate(
+        ...     [{"inputs": {"question": "2+2?"}, "expectations": {"expected_response": "4"}}],
+        ...     scorers=[builtin.exact_match()], predict_fn=answer)
+        >>> result.metrics["exact_match/mean"]
+        1.0
+    """
+    from assay.store import run_api
+    from assay.store.query import store as configured_store
+    from assay.tracing import _runtime
+
+    scorer_list = _check_scorers(scorers)
+    if predict_fn is not None and not callable(predict_fn):
+        raise TypeError(f"evaluate(predict_fn=...) must be callable, got "
+                        f"{type(predict_fn).__name__}")
+    workers = _check_workers(max_workers)
+    rows = to_rows(data, has_predict_fn=predict_fn is not None)
+    store = configured_store()
+    active = run_api.active_run()
+    if active is not None and experiment is not None and experiment != active.experiment:
+        raise ConfigurationError(
+            f"evaluate(experiment={experiment!r}) inside the active run {active.run_id}, "
+            f"which belongs to experiment {active.experiment!r}")
+    started = time.perf_counter()
+    scope: AbstractContextManager[Any]
+    if active is None:
+        exp = experiment or _runtime.current().settings.experiment
+        scope = run_api.start_run(name=run_name or _default_run_name(), experiment=exp)
+    else:
+        scope = _joined()
+    with scope:
+        run = run_api.active_run()
+        assert run is not None
+        run_id, exp = run.run_id, run.experiment
+        run_api.log_params(_params(data, rows, scorer_list, predict_fn, workers),
+                           run_id=run_id)
+        run_api.set_tags({"assay.evaluation": "true", **(tags or {})}, run_id=run_id)
+        states = [_Scored(row) for row in rows]
+        if predict_fn is not None:
+            _predict(states, predict_fn, exp, workers, progress)
+        else:
+            _record_given(states, exp)
+        if any("trace" in s.parameters for s in scorer_list):
+            _attach_traces(store, states)
+        _score(states, scorer_list, workers, progress)
+        _store_feedback(store, states, run_id)
+        names = _feedback_names(states, scorer_list)
+        metrics = _metrics(states, scorer_list, names, predict_fn is not None)
+        metrics["evaluation/duration_s"] = time.perf_counter() - started
+        table = _table(states, names)
+        run_api.log_metrics(metrics, run_id=run_id)
+        run_api.log_table(table, RESULTS_TABLE, run_id=run_id)
+    _runtime.flush()
+    return EvaluationResult(run_id=run_id, metrics=metrics, table=table,
+                            errors=_errors(states), feedback_names=names, experiment=exp)
+
+
+# -- checks -------------------------------------------------------------------
+
+def _check_scorers(scorers: Sequence[Scorer] | Scorer | None) -> list[Scorer]:
+    if scorers is None:
+        return []
+    items: Iterable[Any] = [scorers] if isinstance(scorers, Scorer) else scorers
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise ScorerError(f"evaluate(scorers=...) takes a list of scorers, got "
+                          f"{type(scorers).__name__}")
+    found: list[Scorer] = []
+    for position, item in enumerate(items):
+        if not isinstance(item, Scorer):
+            hint = (" (decorate the function with @assay.scorer)" if callable(item) else "")
+            raise ScorerError(f"scorers[{position}] is {type(item).__name__} "
+                              f"{getattr(item, '__name__', '')!s}, not an assay Scorer{hint}")
+        found.append(item)
+    try:
+        check_unique_names(found)
+    except ValueError as exc:
+        raise ScorerError(str(exc)) from None
+    return found
+
+
+def _check_workers(max_workers: int | None) -> int:
+    if max_workers is None:
+        raw = os.environ.get("ASSAY_EVAL_MAX_WORKERS")
+        if raw is None:
+            return DEFAULT_MAX_WORKERS
+        try:
+            max_workers = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"ASSAY_EVAL_MAX_WORKERS={raw!r}: expected a positive "
+                                     f"integer") from None
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+        raise ConfigurationError(f"max_workers={max_workers!r}: expected a positive integer")
+    return max_workers
+
+
+def _default_run_name() -> str:
+    return "eval-" + time.strftime("%Y%m%d-%H%M%S")
+
+
+@contextmanager
+def _joined() -> Iterator[None]:
+    """The scope of an evaluation logging into a run it did not open."""
+    yield
+
+
+def _qualified(func: Any) -> str:
+    module = getattr(func, "__module__", None) or ""
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{name}" if module else name
+
+
+def _params(data: Any, rows: list[EvalRow], scorers: list[Scorer],
+            predict_fn: Callable[..., Any] | None, workers: int) -> dict[str, str]:
+    import json
+
+    params = {"data.rows": str(len(rows)), "data.digest": data_digest(rows),
+              "max_workers": str(workers),
+              "scorers": ", ".join(s.name for s in scorers) or "(none)"}
+    for s in scorers:
+        params[f"scorer.{s.name}"] = json.dumps(s.spec(), sort_keys=True, default=str)
+    if predict_fn is not None:
+        params["predict_fn"] = _qualified(predict_fn)
+    name = getattr(data, "name", None)
+    if isinstance(name, str) and hasattr(data, "digest") and hasattr(data, "version"):
+        params["dataset.name"] = name
+        params["dataset.version"] = str(data.version)
+        params["dataset.digest"] = str(data.digest)
+    return params
+
+
+# -- running jobs -------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+def _run_all(jobs: list[_T], fn: Callable[[_T], None], workers: int, name: str) -> None:
+    """``fn(job)`` for every job on ``workers`` threads that pull the next job as they
+    finish one; each call runs in its own copy of the caller's context (the active
+    run, the current span). An exception from ``fn`` (a bug, not a row's failure:
+    those are caught inside) is raised here once every thread has stopped."""
+    base = contextvars.copy_context()
+    feed = iter(jobs)
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        while not failures:
+            with lock:
+                job = next(feed, _DONE)
+            if job is _DONE:
+                return
+            try:
+                base.copy().run(fn, job)
+            except BaseException as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=work, name=f"{name}-{i}", daemon=True)
+               for i in range(min(workers, len(jobs)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+_DONE: Any = object()
+
+
+# -- predict ------------------------------------------------------------------
+
+def _predict(states: list[_Scored], predict_fn: Callable[..., Any], experiment: str,
+             workers: int, progress: bool | None) -> None:
+    name = getattr(predict_fn, "__name__", None) or type(predict_fn).__name__
+    with Progress("predict", len(states), enabled=progress) as bar:
+        if inspect.iscoroutinefunction(predict_fn) or inspect.iscoroutinefunction(
+                getattr(predict_fn, "__call__", None)):  # noqa: B004 - async callables
+            run_awaitable(_predict_async(states, predict_fn, name, experiment, workers, bar))
+            return
+        _run_all(states, lambda state: _predict_one(state, predict_fn, name, experiment, bar),
+                 workers, "assay-predict")
+
+
+async def _predict_async(states: list[_Scored], predict_fn: Callable[..., Any], name: str,
+                         experiment: str, workers: int, bar: Progress) -> None:
+    gate = asyncio.Semaphore(workers)
+
+    async def one(state: _Scored) -> None:
+        async with gate:
+            await _predict_one_async(state, predict_fn, name, experiment, bar)
+
+    await asyncio.gather(*(one(s) for s in states))
+
+
+def _begin_row(span: Any, state: _Scored, experiment: str) -> None:
+    from assay.tracing.span import update_current_trace
+
+    if span.is_recording():
+        span.set_attribute(TRACE_EXPERIMENT, experiment)
+        state.trace_id = span.trace_id
+        if state.row.tags:
+            update_current_trace(tags=state.row.tags)
+
+
+def _predict_one(state: _Scored, predict_fn: Callable[..., Any], name: str, experiment: str,
+                 bar: Progress) -> None:
+    from assay.tracing.span import start_span
+
+    inputs = state.row.inputs
+    began = time.perf_counter()
+    try:
+        with start_span(name, span_type="CHAIN", inputs=inputs) as span:
+            _begin_row(span, state, experiment)
+            outputs = predict_fn(**inputs)
+            if inspect.isawaitable(outputs):
+                outputs = run_awaitable(outputs)
+            span.set_outputs(outputs)
+        state.row.outputs = outputs
+    except Exception as exc:
+        state.error = f"{type(exc).__name__}: {exc}"
+        state.row.outputs = None
+    state.latency_ms = (time.perf_counter() - began) * 1000
+    bar.advance(failed=state.error is not None)
+
+
+async def _predict_one_async(state: _Scored, predict_fn: Callable[..., Any], name: str,
+                             experiment: str, bar: Progress) -> None:
+    from assay.tracing.span import start_span
+
+    inputs = state.row.inputs
+    began = time.perf_counter()
+    try:
+        with start_span(name, span_type="CHAIN", inputs=inputs) as span:
+            _begin_row(span, state, experiment)
+            outputs = await predict_fn(**inputs)
+            span.set_outputs(outputs)
+        state.row.outputs = outputs
+    except Exception as exc:
+        state.error = f"{type(exc).__name__}: {exc}"
+        state.row.outputs = None
+    state.latency_ms = (time.perf_counter() - began) * 1000
+    bar.advance(failed=state.error is not None)
+
+
+def _record_given(states: list[_Scored], experiment: str) -> None:
+    """A trace for each row that brought outputs but no trace, so that its feedback
+    has a place and the run's traces show every row."""
+    from assay.tracing.span import start_span
+
+    for state in states:
+        row = state.row
+        if row.source_trace_id is not None:
+            state.trace_id = row.source_trace_id
+            continue
+        with start_span("evaluation_row", span_type="CHAIN", inputs=row.inputs) as span:
+            _begin_row(span, state, experiment)
+            span.set_outputs(row.outputs)
+
+
+def _attach_traces(store: LazyStore, states: list[_Scored]) -> None:
+    """Read back the traces scorers ask for (those the evaluation just made)."""
+    from assay.tracing import _runtime
+
+    wanted = [s for s in states if s.row.trace is None and s.trace_id is not None]
+    if not wanted:
+        return
+    _runtime.flush()
+    by_id: dict[str, Trace] = {}
+    for start in range(0, len(wanted), _TRACE_FETCH_CHUNK):
+        ids = [s.trace_id for s in wanted[start:start + _TRACE_FETCH_CHUNK]]
+        quoted = ", ".join(f"'{i}'" for i in ids)  # hex ids: nothing to escape
+        page = store.search(experiment=None, max_results=len(ids),
+                            filter_string=f"trace.id IN ({quoted})")
+        by_id.update((t.trace_id, t) for t in page.traces)
+    for state in wanted:
+        state.row.trace = by_id.get(state.trace_id or "")
+
+
+# -- score --------------------------------------------------------------------
+
+def _score(states: list[_Scored], scorers: list[Scorer], workers: int,
+           progress: bool | None) -> None:
+    if not scorers:
+        return
+    jobs = [(state, s) for state in states for s in scorers]
+    results: list[list[Feedback]] = [[] for _ in jobs]
+
+    def one(position: int) -> None:
+        state, s = jobs[position]
+        feedback = _score_one(state, s)
+        results[position] = feedback
+        bar.advance(failed=sum(f.error is not None for f in feedback))
+
+    with Progress("score", len(jobs), enabled=progress) as bar:
+        _run_all(list(range(len(jobs))), one, workers, "assay-score")
+    for (state, s), feedback in zip(jobs, results, strict=True):
+        state.feedback.extend((s, f) for f in feedback)
+
+
+def _score_one(state: _Scored, s: Scorer) -> list[Feedback]:
+    if state.error is not None:
+        return [Feedback.from_error(f"not scored: predict_fn failed ({state.error})",
+                                    name=s.name)]
+    row = state.row
+    fields = {"inputs": row.inputs,
+              "outputs": None if row.outputs is MISSING else row.outputs,
+              "expectations": row.expectations, "trace": row.trace}
+    if s.timeout is None:
+        return s.run(**fields)
+    return _run_with_timeout(s, fields, s.timeout)
+
+
+def _run_with_timeout(s: Scorer, fields: dict[str, Any], timeout: float) -> list[Feedback]:
+    """``s.run`` with a deadline: past it the row gets a timeout error and the call
+    is left to finish on its own (a thread cannot be stopped)."""
+    box: list[list[Feedback]] = []
+    done = threading.Event()
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        box.append(s.run(**fields))
+        done.set()
+
+    threading.Thread(target=context.run, args=(target,), daemon=True,
+                     name=f"assay-scorer-{s.name}").start()
+    if not done.wait(timeout):
+        return [Feedback.from_error(f"timed out after {timeout:g} s", name=s.name)]
+    return box[0]
+
+
+# -- record -------------------------------------------------------------------
+
+def _store_feedback(store: LazyStore, states: list[_Scored], run_id: str) -> None:
+    now = time.time_ns() // 1_000_000
+    assessments = [
+        Assessment(assessment_id=uuid.uuid4().hex, trace_id=state.trace_id, name=str(f.name),
+                   kind="feedback", value=to_jsonable(f.value), rationale=f.rationale,
+                   source_type=s.source_type, source_id=s.source_id,
+                   metadata={**f.metadata, "assay.run_id": run_id}, error=f.error,
+                   created_time_ms=now)
+        for state in states if state.trace_id is not None
+        for s, f in state.feedback]
+    if assessments:
+        store.log_assessments(assessments)
+
+
+def _feedback_names(states: list[_Scored], scorers: list[Scorer]) -> list[str]:
+    order = {s.name: i for i, s in enumerate(scorers)}
+    names: dict[str, tuple[int, int]] = {}
+    for state in states:
+        for position, (s, f) in enumerate(state.feedback):
+            names.setdefault(str(f.name), (order[s.name], position))
+    return sorted(names, key=lambda n: names[n])
+
+
+def _numeric(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _metrics(states: list[_Scored], scorers: list[Scorer], names: list[str],
+             predicted: bool) -> dict[str, float]:
+    metrics: dict[str, float] = {"rows": float(len(states))}
+    by_name: dict[str, list[tuple[Scorer, Feedback]]] = {n: [] for n in names}
+    for state in states:
+        for s, f in state.feedback:
+            by_name[str(f.name)].append((s, f))
+    for name, pairs in by_name.items():
+        s = pairs[0][0]
+        values = [v for _, f in pairs if f.error is None
+                  and (v := _numeric(f.value)) is not None]
+        for agg, value in aggregate(values, s.aggregations).items():
+            metrics[f"{name}/{agg}"] = value
+        metrics[f"{name}/error_count"] = float(sum(f.error is not None for _, f in pairs))
+        verdicts = [v for _, f in pairs if f.error is None
+                    and (v := s.passed(f.value)) is not None]
+        if verdicts:
+            metrics[f"{name}/pass_rate"] = sum(verdicts) / len(verdicts)
+    if predicted:
+        metrics["predict/error_count"] = float(sum(s.error is not None for s in states))
+        latencies = [s.latency_ms for s in states if s.latency_ms is not None]
+        for agg, value in aggregate(latencies, ["mean", *_LATENCY_PERCENTILES]).items():
+            metrics[f"predict/latency_ms_{agg}"] = value
+    _judge_metrics(states, metrics)
+    return metrics
+
+
+def _judge_metrics(states: list[_Scored], metrics: dict[str, float]) -> None:
+    calls = hits = misses = 0
+    tokens_in = tokens_out = 0.0
+    cost: float | None = None
+    for state in states:
+        for s, f in state.feedback:
+            if s.source_type != "LLM_JUDGE":
+                continue
+            meta = f.metadata
+            cache = meta.get("cache")
+            if cache not in ("hit", "miss", "off"):
+                continue  # not judged (the row could not be, or was not scored)
+            calls += 1
+            hits += cache == "hit"
+            misses += cache == "miss"
+            tokens_in += _number(meta.get("input_tokens"))
+            tokens_out += _number(meta.get("output_tokens"))
+            if "cost_usd" in meta:
+                cost = (cost or 0.0) + _number(meta.get("cost_usd"))
+    if not calls:
+        return
+    metrics.update({"judge/calls": float(calls), "judge/cache_hits": float(hits),
+                    "judge/cache_misses": float(misses), "judge/input_tokens": tokens_in,
+                    "judge/output_tokens": tokens_out})
+    if cost is not None:
+        metrics["judge/cost_usd"] = cost
+
+
+def _number(text: str | None) -> float:
+    try:
+        value = float(text) if text is not None else 0.0
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def _table(states: list[_Scored], names: list[str]) -> Any:
+    import pandas as pd
+
+    records: list[dict[str, Any]] = []
+    for state in states:
+        row = state.row
+        record: dict[str, Any] = {
+            "row": row.index, "trace_id": state.trace_id, "inputs": row.inputs,
+            "outputs": None if row.outputs is MISSING else row.outputs,
+            "expectations": row.expectations, "error": state.error,
+        }
+        for name in names:
+            record.update({f"{name}/value": None, f"{name}/rationale": None,
+                           f"{name}/error": None, f"{name}/passed": None})
+        for s, f in state.feedback:
+            record.update({f"{f.name}/value": f.value, f"{f.name}/rationale": f.rationale,
+                           f"{f.name}/error": f.error,
+                           f"{f.name}/passed": None if f.error else s.passed(f.value)})
+        records.append(record)
+    frame = pd.DataFrame.from_records(records)
+    # Text columns keep None for "no error", "no rationale" (pandas would infer a
+    # string dtype and turn None into NaN).
+    for column in ["error", *(f"{n}/{part}" for n in names for part in ("error", "rationale"))]:
+        if column in frame.columns:
+            frame[column] = pd.Series([r[column] for r in records], dtype=object)
+    return frame
+
+
+def _errors(states: list[_Scored]) -> list[RowError]:
+    errors: list[RowError] = []
+    for state in states:
+        if state.error is not None:
+            errors.append(RowError(state.row.index, state.trace_id, None, state.error))
+            continue
+        errors.extend(RowError(state.row.index, state.trace_id, str(f.name), f.error)
+                      for _, f in state.feedback if f.error is not None)
+    return errors
+
