@@ -1,6 +1,6 @@
 """The ``assay`` command.
 
-    assay demo [--store URI]                 trace the bundled demo app, show what was stored
+    assay demo [--store URI]                 evaluate the bundled demo app, show the results
     assay traces list [--experiment NAME]    the newest traces
     assay traces show TRACE_ID               one trace as a tree
     assay db upgrade --store URI             upgrade an older store's schema
@@ -53,17 +53,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from assay import demo
 
     assay.configure(store=args.store, experiment="demo")
-    ids = demo.run()
+    result = demo.run()
     assay.flush()
-    print(f"Traced {len(ids)} questions into {args.store} (experiment 'demo').\n")
-    shown = assay.get_trace(ids[0])
-    if shown is not None:
-        print(render_tree(shown))
-    frame = assay.search_traces(experiment="demo", max_results=len(ids))
-    print(f"\nassay.search_traces(experiment='demo', max_results={len(ids)}):")
-    with _pandas_display():
-        print(frame[["trace_id", "name", "state", "execution_time_ms", "tags"]]
-              .to_string(index=False))
+    print(demo.report(result, store=args.store))
     return 0
 
 
@@ -121,7 +113,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assay", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="trace the bundled demo app and show what was stored")
+    demo = sub.add_parser("demo", help="trace and evaluate the bundled demo app, show the results")
     demo.add_argument("--store", default="sqlite:///assay.db", help="trace store URI")
     demo.set_defaults(run=_cmd_demo)
     traces = sub.add_parser("traces", help="look at stored traces")

@@ -2,52 +2,197 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
+import pytest
+
+import assay
+from assay import demo
 from tests.conftest import ROOT, run_python
 
+#: The demo's data set: 20 questions; the bot gets 14 right, 5 wrong and fails on 1.
+QUESTIONS, RIGHT, FAILED = 20, 14, 1
+_RUN_ID = re.compile(r"Metrics of run ([0-9a-f]{32})")
+_JUDGE_ENV = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")
 
-def _assay(*args: str, cwd) -> subprocess.CompletedProcess[str]:
-    import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")}
+def _env(**extra: str) -> dict[str, str]:
+    """The environment of a fresh ``assay``: no ASSAY_* settings, no judge endpoint."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ASSAY_") and k not in _JUDGE_ENV}
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "assay", *args], cwd=cwd, env=env,
+    env.update(extra)
+    return env
+
+
+def _assay(*args: str, cwd, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "assay", *args], cwd=cwd, env=_env(**env),
                           capture_output=True, text=True, timeout=120)
 
 
-def test_demo_traces_into_assay_db_and_prints_a_tree_and_a_search(tmp_path):
-    proc = _assay("demo", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "assay.db").exists()
-    out = proc.stdout
-    assert "Traced 4 questions" in out
-    assert "answer [AGENT]" in out and "retrieve [RETRIEVER]" in out
-    assert "assay.search_traces" in out
-    assert "ERROR" in out  # the unknown order fails its trace
+def _demo(cwd) -> tuple[str, str]:
+    """Run ``assay demo`` in ``cwd``; its output and the id of the run it logged."""
+    proc = _assay("demo", cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr == ""
+    match = _RUN_ID.search(proc.stdout)
+    assert match, proc.stdout
+    return proc.stdout, match.group(1)
 
 
-def test_traces_list_and_show(tmp_path):
-    assert _assay("demo", cwd=tmp_path).returncode == 0
-    store = f"sqlite:///{tmp_path / 'assay.db'}"
-    listing = _assay("traces", "list", "--store", store, cwd=tmp_path)
+@pytest.fixture(scope="module")
+def demo_twice(tmp_path_factory) -> tuple[str, list[str], list[str]]:
+    """``assay demo`` run twice in one directory: the store URI, both outputs, both run ids."""
+    cwd = tmp_path_factory.mktemp("demo")
+    first, second = _demo(cwd), _demo(cwd)
+    assert (cwd / "assay.db").exists()
+    return f"sqlite:///{cwd / 'assay.db'}", [first[0], second[0]], [first[1], second[1]]
+
+
+def _section(out: str, title: str) -> str:
+    return out.split(f"\n{title}", 1)[1].split("\n\n", 1)[0]
+
+
+def test_demo_evaluates_offline_and_prints_what_it_traced(demo_twice):
+    out = demo_twice[1][0]
+    assert f"Traced {QUESTIONS} questions into sqlite:///assay.db (experiment 'demo'" in out
+    assert "1 trace(s) in ERROR" in out  # the unknown order fails its trace
+    # one trace as a tree, the same as `assay traces show`
+    assert "support_bot [CHAIN]" in out
+    for step in ("retrieve [RETRIEVER]", "embed [EMBEDDING]", "chat_model [CHAT_MODEL]"):
+        assert step in out
+    assert "assay.search_traces(\"run_id = '" in out
+    assert "no LLM judge" in out
+
+
+def test_demo_prints_an_aligned_metrics_table(demo_twice):
+    out = demo_twice[1][0]
+    table = _section(out, "Metrics of run").splitlines()[1:]
+    assert table[0].split() == ["scorer", "mean", "pass", "rate", "errors"]
+    rows = {line.split()[0]: line.split()[1:] for line in table[1:8]}
+    assert list(rows) == ["exact_match", "mentions", "fact_coverage", "right_document",
+                          "tool_call_sequence", "latency", "token_usage"]
+    assert rows["exact_match"] == [f"{RIGHT / (QUESTIONS - FAILED):.3f}", "74%", "1"]
+    assert rows["token_usage"][1] == "-"
+    assert len({len(line) for line in table[:8]}) == 1  # aligned
+    assert f"predict_fn: {FAILED} of {QUESTIONS} rows failed" in out
+
+
+def test_demo_names_the_worst_rows_and_how_to_find_them(demo_twice):
+    store, outs, run_ids = demo_twice
+    out = outs[0]
+    worst = _section(out, "Worst rows:").splitlines()[1:]
+    listed = re.findall(r"row +(\d+) +trace ([0-9a-f]{32}) ", "\n".join(worst))
+    assert len(listed) == 5
+    assert "predict_fn: KeyError" in worst[1]  # the failed prediction comes first
+    assert "Where is my order Z-999?" in worst[0]
+    assert "failed exact_match" in out
+    find = _section(out, "Find them:")
+    assert (f"assay.search_traces(\"run_id = '{run_ids[0]}' AND feedback.exact_match = false\")"
+            in find)
+    assert re.search(r"feedback.fact_coverage < 1\"\) +# 5 traces$", find, re.MULTILINE)
+    assert re.search(r"trace.status = 'ERROR'\"\) +# 1 trace$", find, re.MULTILINE)
+    assert f"assay traces show {listed[0][1]} --store sqlite:///assay.db" in find
+
+    assay.configure(store=store, experiment="demo")
+    failed = assay.search_traces(
+        f"run_id = '{run_ids[0]}' AND feedback.exact_match = false", return_type="list")
+    assert assay.get_trace(listed[0][1]).info.state == "ERROR"
+    assert {trace_id for _, trace_id in listed[1:]} <= {t.trace_id for t in failed}
+    assert len(failed) == QUESTIONS - RIGHT - FAILED
+
+
+def test_a_second_demo_is_a_new_run_in_the_same_store(demo_twice):
+    store, outs, run_ids = demo_twice
+    assert run_ids[0] != run_ids[1]
+    assay.configure(store=store, experiment="demo")
+    assert assay.count_traces() == 2 * QUESTIONS
+    for run_id in run_ids:
+        run = assay.get_run(run_id)
+        assert run is not None and run.status == "FINISHED" and run.experiment == "demo"
+        assert run.name == "support-bot"
+        assert run.metrics["exact_match/mean"] == pytest.approx(RIGHT / (QUESTIONS - FAILED))
+        assert run.metrics["predict/error_count"] == FAILED
+        traces = assay.search_traces(f"run_id = '{run_id}'", return_type="list",
+                                     max_results=50)
+        assert len(traces) == QUESTIONS
+        assert all(t.info.tags.get("app") == "support-bot" for t in traces)
+        assert sum(t.info.state == "ERROR" for t in traces) == FAILED
+    runs = assay.search_runs("run_name = 'support-bot' AND metrics.`exact_match/mean` > 0.7",
+                             return_type="list")
+    assert sorted(r.run_id for r in runs) == sorted(run_ids)
+    # deterministic: the same scores both times (timings aside)
+    first, second = (_section(out, "Metrics of run") for out in outs)
+    assert ([line for line in first.splitlines() if "latency" not in line][1:]
+            == [line for line in second.splitlines() if "latency" not in line][1:])
+
+
+def test_traces_list_and_show(demo_twice):
+    store = demo_twice[0]
+    cwd = ROOT
+    listing = _assay("traces", "list", "--store", store, cwd=cwd)
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.strip().splitlines()
-    assert len(lines) == 5  # header + 4 traces
+    assert len(lines) == 21  # header + the newest 20 traces
     trace_id = lines[1].split()[0]
-    shown = _assay("traces", "show", trace_id, "--store", store, cwd=tmp_path)
+    shown = _assay("traces", "show", trace_id, "--store", store, cwd=cwd)
     assert shown.returncode == 0
     assert shown.stdout.startswith(f"trace {trace_id}")
-    missing = _assay("traces", "show", "0" * 32, "--store", store, cwd=tmp_path)
+    missing = _assay("traces", "show", "0" * 32, "--store", store, cwd=cwd)
     assert missing.returncode == 1
-    bad = _assay("traces", "list", "--store", "nope://x", cwd=tmp_path)
+    bad = _assay("traces", "list", "--store", "nope://x", cwd=cwd)
     assert bad.returncode == 2
     assert "unknown trace store URI" in bad.stderr
 
 
 def test_demo_runs_the_same_through_the_console_entry_point(tmp_path):
     out = run_python("from assay.cli import main; raise SystemExit(main(['demo']))",
-                     cwd=tmp_path)
-    assert "Traced 4 questions" in out
+                     cwd=tmp_path, env={k: "" for k in _JUDGE_ENV})
+    assert f"Traced {QUESTIONS} questions" in out and "Worst rows:" in out
+
+
+def test_demo_takes_another_store(tmp_path):
+    store = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    proc = _assay("demo", "--store", store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / "assay.db").exists()
+    assert f"--store {store}" in proc.stdout
+
+
+def test_demo_adds_a_judge_when_an_endpoint_is_configured(tmp_path):
+    from tests.evaluate.judge_server import JudgeServer
+
+    endpoint = {"OPENAI_API_KEY": "test", "ASSAY_CACHE_DIR": str(tmp_path / "cache")}
+    with JudgeServer() as server:
+        endpoint["OPENAI_BASE_URL"] = server.openai_base_url
+        first = _assay("demo", cwd=tmp_path, **endpoint)
+        calls = len(server.requests)
+        again = _assay("demo", cwd=tmp_path, **endpoint)
+        calls_again = len(server.requests) - calls
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert calls == QUESTIONS - FAILED  # the row whose prediction failed is not judged
+    table = _section(first.stdout, "Metrics of run")
+    assert re.search(r"^  correctness +\d\.\d{3} +\d+% +1$", table, re.MULTILINE), table
+    assert f"judge: {calls} model calls, 0 verdicts from the cache" in table
+    # an unchanged rerun asks the model nothing
+    assert again.returncode == 0 and calls_again == 0
+    assert f"judge: 0 model calls, {calls} verdicts from the cache" in again.stdout
+
+
+def test_demo_scorers_judge_the_bundled_rows(monkeypatch):
+    for key in (*_JUDGE_ENV, "ASSAY_JUDGE_MODEL"):
+        monkeypatch.delenv(key, raising=False)
+    rows = demo.load_data()
+    assert len(rows) == QUESTIONS
+    for row in rows:
+        assert set(row) == {"inputs", "expectations"}
+        assert {"expected_response", "expected_facts", "must_mention",
+                "expected_tool_calls"} <= set(row["expectations"])
+    assert demo.fact_coverage(outputs="Visa and PayPal",
+                              expectations={"expected_facts": ["Visa", "PayPal", "Amex"]}
+                              ).value == pytest.approx(2 / 3)
+    assert demo.fact_coverage.passed(1.0) and not demo.fact_coverage.passed(0.5)
+    assert [s.name for s in demo.scorers()][-1] == "token_usage"  # no judge configured
