@@ -68,8 +68,12 @@ class Progress:
             return
         with self._lock:
             self._draw(force=True)
-            self._stream.write("\n")
-            self._stream.flush()
+            if self.enabled:
+                try:
+                    self._stream.write("\n")
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    self.enabled = False
 
     def line(self) -> str:
         """The text of the bar as it stands."""
