@@ -28,6 +28,7 @@ from assay.errors import (
 # which stays importable by name: ``from assay.evaluate import builtin``);
 # ``assay.scorers`` and ``assay.judges`` are the public modules for scorers
 # and judges.
+from assay.evaluate.compare import compare
 from assay.evaluate.evaluation import evaluate
 from assay.evaluate.results import EvaluationResult
 from assay.evaluate.scorers import Feedback, Scorer, scorer
@@ -81,6 +82,7 @@ __all__ = [
     "AssayError",
     "Assessment",
     "AssessmentSource",
+    "compare",
     "ConfigurationError",
     "configure",
     "count_traces",
@@ -112,8 +114,8 @@ __all__ = [
     "log_params",
     "log_table",
     "Run",
-    "scorer",
     "Scorer",
+    "scorer",
     "ScorerError",
     "search_datasets",
     "search_runs",

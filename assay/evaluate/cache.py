@@ -114,7 +114,7 @@ class JudgeCache:
 
     @staticmethod
     def key(*, model: str, base_url: str | None, messages: Sequence[Mapping[str, str]],
-            temperature: float | None, feedback_type: Any) -> str:
+            temperature: float | None, feedback_type: Any, repeat: int = 0) -> str:
         """The content key of one judge request (64 hex characters).
 
         Args:
@@ -123,6 +123,9 @@ class JudgeCache:
             messages: the exact messages sent.
             temperature: the sampling temperature.
             feedback_type: the result's JSON schema (or any JSON-safe description).
+            repeat: which repeat of an evaluation asks (``evaluate(repeats=N)``): each
+                repeat is a fresh sample of the judge, cached apart. Repeat 0 has the
+                key of an evaluation without repeats.
 
         Example:
             >>> len(JudgeCache.key(model="openai:/m", base_url="", messages=[],
@@ -137,6 +140,8 @@ class JudgeCache:
             "temperature": temperature,
             "feedback_type": feedback_type,
         }
+        if repeat:
+            document["repeat"] = repeat
         text = json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                           default=repr)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()

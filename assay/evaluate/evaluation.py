@@ -24,16 +24,31 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from assay.errors import ConfigurationError, ScorerError
 from assay.evaluate.data import MISSING, EvalRow, data_digest, to_rows
 from assay.evaluate.progress import Progress
 from assay.evaluate.results import EvaluationResult, RowError
-from assay.evaluate.scorers import Feedback, Scorer, aggregate, check_unique_names, run_awaitable
+from assay.evaluate.scorers import (
+    CURRENT_REPEAT,
+    JUDGE_CACHE,
+    Feedback,
+    Scorer,
+    check_unique_names,
+    run_awaitable,
+)
+from assay.evaluate.summarize import (
+    Attempt,
+    RowOutcome,
+    check_reducers,
+    metrics_of,
+    row_keys,
+    score_rows,
+    table_of,
+)
 from assay.tracing.models import Assessment, Trace
 from assay.tracing.serialize import to_jsonable
 from assay.tracing.types import TRACE_EXPERIMENT
@@ -51,22 +66,17 @@ _TRACE_FETCH_CHUNK = 200
 _LATENCY_PERCENTILES = ("p50", "p90", "p99")
 
 
-@dataclass
-class _Scored:
-    """A row's predictions, trace and feedback as the evaluation goes."""
-
-    row: EvalRow
-    trace_id: str | None = None
-    error: str | None = None
-    latency_ms: float | None = None
-    feedback: list[tuple[Scorer, Feedback]] = field(default_factory=list)
 
 
 def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
              predict_fn: Callable[..., Any] | None = None, experiment: str | None = None,
              run_name: str | None = None, max_workers: int | None = None,
-             tags: dict[str, str] | None = None,
-             progress: bool | None = None) -> EvaluationResult:
+             tags: dict[str, str] | None = None, progress: bool | None = None,
+             thresholds: Mapping[str, str | float] | None = None,
+             max_error_rate: float = 0.0, repeats: int = 1,
+             reducer: str | Mapping[str, str] | None = None, confidence: float = 0.95,
+             baseline: Any = None, fail_on_regression: bool = False, alpha: float = 0.05,
+             tolerance: float = 0.0, cache: bool | None = None) -> EvaluationResult:
     """Score an app, or its stored traces, and log the evaluation as a run.
 
     Args:
@@ -75,7 +85,7 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
             columns, what ``search_traces`` returns, a list of :class:`~assay.Trace`,
             or a stored dataset (``assay.get_dataset``).
         scorers: :class:`~assay.Scorer` objects (``@assay.scorer`` functions, the
-            built-ins in ``assay.evaluate.builtin``, judges from ``assay.judges``),
+            built-ins in :mod:`assay.scorers`, judges from :mod:`assay.judges`),
             names unique.
         predict_fn: the app: called as ``predict_fn(**inputs)`` for each row (sync
             or ``async``) under a trace of the run; spans it makes nest inside.
@@ -86,18 +96,43 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
         run_name: the run's name, when the evaluation opens its own run.
         max_workers: concurrent rows (and scorer calls); default 10 or
             ``ASSAY_EVAL_MAX_WORKERS``.
-        tags: set on the run.
+        tags: set on the run (e.g. the branch, so a later run can use it as a baseline).
         progress: draw progress bars; default only when stderr is a terminal.
+        thresholds: ``{metric: rule}`` to gate on, e.g. ``{"correctness/mean":
+            ">= 0.8 @lower"}`` (see :mod:`assay.evaluate.gates`); the verdict is
+            ``result.gate``.
+        max_error_rate: the share of rows a scorer (or ``predict_fn``) may fail on
+            before the gate fails (default 0: any error fails a gated evaluation).
+        repeats: try every row this many times (prediction and scores); each row's
+            values are reduced to one by ``reducer`` and the spread is reported
+            (``<name>/repeat_std`` or ``<name>/flip_rate``).
+        reducer: ``mean``, ``majority``, ``pass@k`` or ``pass^k``, for all
+            scorers or ``{scorer name: reducer}``; default ``mean`` for numbers,
+            ``majority`` for bools and strings.
+        confidence: the level of the confidence intervals (``result.intervals``).
+        baseline: a run to compare with, row by row (a run id, a run name, or a
+            ``search_runs`` filter such as ``"tags.branch = 'main'"``: its latest
+            run); the comparison is ``result.comparison``.
+        fail_on_regression: with ``baseline``, the gate fails on a significant drop
+            (one-sided, at ``alpha``) larger than ``tolerance``.
+        alpha: the significance level of the regression tests.
+        tolerance: a drop this small is never a regression.
+        cache: ``False`` makes every judge call its model afresh (no cache reads
+            or writes) in this evaluation; ``None`` leaves each judge's setting.
 
     Returns:
         An :class:`~assay.evaluate.results.EvaluationResult`: ``run_id``,
-        ``metrics``, ``table``, ``errors``; its ``repr`` is a short summary.
+        ``metrics``, ``intervals``, ``table``, ``errors``, ``gate`` and
+        ``comparison``; its ``repr`` is a short summary.
 
     Raises:
         InvalidData: the data is empty or malformed (the message names the row).
         ScorerError: something in ``scorers`` is not a Scorer, or two share a name.
-        ConfigurationError: no trace store is configured, or ``experiment``
-            contradicts the active run's.
+        GateError: a malformed threshold, or one on a metric the evaluation does
+            not have (raised after the run is logged: nothing is lost).
+        ConfigurationError: no trace store is configured, a bad setting (an
+            unknown reducer, repeats below 1, ...), or
+            ``experiment`` contradicts the active run's.
 
     Inside an active run (``with assay.start_run():``) the evaluation logs into
     it; otherwise it opens its own run and ends it (FINISHED, or FAILED if the
@@ -106,10 +141,12 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
     Example:
         >>> result = assay.evaluate(
         ...     [{"inputs": {"question": "2+2?"}, "expectations": {"expected_response": "4"}}],
-        ...     scorers=[builtin.exact_match()], predict_fn=answer)
-        >>> result.metrics["exact_match/mean"]
-        1.0
+        ...     scorers=[exact_match()], predict_fn=answer,
+        ...     thresholds={"exact_match/mean": ">= 0.9"})
+        >>> result.metrics["exact_match/mean"], result.gate.passed
+        (1.0, True)
     """
+    from assay.evaluate import gates
     from assay.store import run_api
     from assay.store.query import store as configured_store
     from assay.tracing import _runtime
@@ -119,6 +156,9 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
         raise TypeError(f"evaluate(predict_fn=...) must be callable, got "
                         f"{type(predict_fn).__name__}")
     workers = _check_workers(max_workers)
+    _check_options(repeats, confidence, alpha, tolerance, max_error_rate, cache)
+    reducers = check_reducers(reducer, scorer_list)
+    parsed = gates.parse_all(thresholds)
     rows = to_rows(data, has_predict_fn=predict_fn is not None)
     store = configured_store()
     active = run_api.active_run()
@@ -133,31 +173,86 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
         scope = run_api.start_run(name=run_name or _default_run_name(), experiment=exp)
     else:
         scope = _joined()
-    with scope:
-        run = run_api.active_run()
-        assert run is not None
-        run_id, exp = run.run_id, run.experiment
-        run_api.log_params(_params(data, rows, scorer_list, predict_fn, workers),
-                           run_id=run_id)
-        run_api.set_tags({"assay.evaluation": "true", **(tags or {})}, run_id=run_id)
-        states = [_Scored(row) for row in rows]
-        if predict_fn is not None:
-            _predict(states, predict_fn, exp, workers, progress)
-        else:
-            _record_given(states, exp)
-        if any("trace" in s.parameters for s in scorer_list):
-            _attach_traces(store, states)
-        _score(states, scorer_list, workers, progress)
-        _store_feedback(store, states, run_id)
-        names = _feedback_names(states, scorer_list)
-        metrics = _metrics(states, scorer_list, names, predict_fn is not None)
-        metrics["evaluation/duration_s"] = time.perf_counter() - started
-        table = _table(states, names)
-        run_api.log_metrics(metrics, run_id=run_id)
-        run_api.log_table(table, RESULTS_TABLE, run_id=run_id)
+    cache_token = JUDGE_CACHE.set(False) if cache is False else None
+    try:
+        with scope:
+            run = run_api.active_run()
+            assert run is not None
+            run_id, exp = run.run_id, run.experiment
+            params = _params(data, rows, scorer_list, predict_fn, workers)
+            params.update({"repeats": str(repeats), "confidence": str(confidence)})
+            if reducers:
+                params["reducers"] = ", ".join(f"{k}={v}" for k, v in sorted(reducers.items()))
+            run_api.log_params(params, run_id=run_id)
+            run_api.set_tags({"assay.evaluation": "true", **(tags or {})}, run_id=run_id)
+            states = [Attempt(row, repeat) for row in rows for repeat in range(repeats)]
+            if predict_fn is not None:
+                _predict(states, predict_fn, exp, workers, progress)
+            else:
+                _record_given(states, exp)
+            if any("trace" in s.parameters for s in scorer_list):
+                _attach_traces(store, states)
+            _score(states, scorer_list, workers, progress)
+            _store_feedback(store, states, run_id)
+            names = _feedback_names(states, scorer_list)
+            outcomes = [RowOutcome(row, key, states[i * repeats:(i + 1) * repeats])
+                        for i, (row, key) in enumerate(zip(rows, row_keys(rows), strict=True))]
+            score_rows(outcomes, names, reducers)
+            by_name = {str(f.name): s for st in states for s, f in st.feedback}
+            metrics, intervals = metrics_of(outcomes, by_name, names, repeats=repeats,
+                                            predicted=predict_fn is not None,
+                                            level=confidence)
+            metrics["evaluation/duration_s"] = time.perf_counter() - started
+            table = table_of(outcomes, names, repeats=repeats)
+            run_api.log_metrics(metrics, run_id=run_id)
+            run_api.log_table(table, RESULTS_TABLE, run_id=run_id)
+            result = EvaluationResult(run_id=run_id, metrics=metrics, table=table,
+                                      errors=_errors(states), feedback_names=names,
+                                      experiment=exp, intervals=intervals,
+                                      confidence=confidence)
+            if baseline is not None:
+                from assay.evaluate.compare import compare
+
+                _runtime.flush()
+                result.comparison = compare(run_id, baseline, alpha=alpha,
+                                            tolerance=tolerance, level=confidence)
+            if parsed or baseline is not None:
+                gate = gates.check(result, parsed, max_error_rate=max_error_rate)
+                if fail_on_regression and result.comparison is not None:
+                    gate = gate + result.comparison.gate()
+                result.gate = gate
+                run_api.log_metrics({"gate/passed": float(gate.passed),
+                                     "gate/failed_checks": float(len(gate.failed))},
+                                    run_id=run_id)
+                run_api.set_tags({"assay.gate": "passed" if gate.passed else "failed"},
+                                 run_id=run_id)
+    finally:
+        if cache_token is not None:
+            JUDGE_CACHE.reset(cache_token)
     _runtime.flush()
-    return EvaluationResult(run_id=run_id, metrics=metrics, table=table,
-                            errors=_errors(states), feedback_names=names, experiment=exp)
+    return result
+
+
+def _check_options(repeats: Any, confidence: Any, alpha: Any, tolerance: Any,
+                   max_error_rate: Any, cache: Any) -> None:
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ConfigurationError(f"repeats={repeats!r}: expected a positive integer")
+    if not number(confidence) or not 0 < confidence < 1:
+        raise ConfigurationError(f"confidence={confidence!r}: expected a level between 0 "
+                                 f"and 1, such as 0.95")
+    if not number(alpha) or not 0 < alpha < 1:
+        raise ConfigurationError(f"alpha={alpha!r}: expected a probability between 0 and 1")
+    if not number(tolerance) or tolerance < 0:
+        raise ConfigurationError(f"tolerance={tolerance!r}: expected a non-negative number")
+    if not number(max_error_rate) or not 0 <= max_error_rate <= 1:
+        raise ConfigurationError(f"max_error_rate={max_error_rate!r}: expected a share from "
+                                 f"0 to 1")
+    if cache not in (None, True, False):
+        raise ConfigurationError(f"cache={cache!r}: expected True, False or None")
 
 
 # -- checks -------------------------------------------------------------------
@@ -274,7 +369,7 @@ _DONE: Any = object()
 
 # -- predict ------------------------------------------------------------------
 
-def _predict(states: list[_Scored], predict_fn: Callable[..., Any], experiment: str,
+def _predict(states: list[Attempt], predict_fn: Callable[..., Any], experiment: str,
              workers: int, progress: bool | None) -> None:
     name = getattr(predict_fn, "__name__", None) or type(predict_fn).__name__
     with Progress("predict", len(states), enabled=progress) as bar:
@@ -286,18 +381,18 @@ def _predict(states: list[_Scored], predict_fn: Callable[..., Any], experiment: 
                  workers, "assay-predict")
 
 
-async def _predict_async(states: list[_Scored], predict_fn: Callable[..., Any], name: str,
+async def _predict_async(states: list[Attempt], predict_fn: Callable[..., Any], name: str,
                          experiment: str, workers: int, bar: Progress) -> None:
     gate = asyncio.Semaphore(workers)
 
-    async def one(state: _Scored) -> None:
+    async def one(state: Attempt) -> None:
         async with gate:
             await _predict_one_async(state, predict_fn, name, experiment, bar)
 
     await asyncio.gather(*(one(s) for s in states))
 
 
-def _begin_row(span: Any, state: _Scored, experiment: str) -> None:
+def _begin_row(span: Any, state: Attempt, experiment: str) -> None:
     from assay.tracing.span import update_current_trace
 
     if span.is_recording():
@@ -307,7 +402,7 @@ def _begin_row(span: Any, state: _Scored, experiment: str) -> None:
             update_current_trace(tags=state.row.tags)
 
 
-def _predict_one(state: _Scored, predict_fn: Callable[..., Any], name: str, experiment: str,
+def _predict_one(state: Attempt, predict_fn: Callable[..., Any], name: str, experiment: str,
                  bar: Progress) -> None:
     from assay.tracing.span import start_span
 
@@ -320,15 +415,15 @@ def _predict_one(state: _Scored, predict_fn: Callable[..., Any], name: str, expe
             if inspect.isawaitable(outputs):
                 outputs = run_awaitable(outputs)
             span.set_outputs(outputs)
-        state.row.outputs = outputs
+        state.outputs = outputs
     except Exception as exc:
         state.error = f"{type(exc).__name__}: {exc}"
-        state.row.outputs = None
+        state.outputs = None
     state.latency_ms = (time.perf_counter() - began) * 1000
     bar.advance(failed=state.error is not None)
 
 
-async def _predict_one_async(state: _Scored, predict_fn: Callable[..., Any], name: str,
+async def _predict_one_async(state: Attempt, predict_fn: Callable[..., Any], name: str,
                              experiment: str, bar: Progress) -> None:
     from assay.tracing.span import start_span
 
@@ -339,34 +434,42 @@ async def _predict_one_async(state: _Scored, predict_fn: Callable[..., Any], nam
             _begin_row(span, state, experiment)
             outputs = await predict_fn(**inputs)
             span.set_outputs(outputs)
-        state.row.outputs = outputs
+        state.outputs = outputs
     except Exception as exc:
         state.error = f"{type(exc).__name__}: {exc}"
-        state.row.outputs = None
+        state.outputs = None
     state.latency_ms = (time.perf_counter() - began) * 1000
     bar.advance(failed=state.error is not None)
 
 
-def _record_given(states: list[_Scored], experiment: str) -> None:
+def _record_given(states: list[Attempt], experiment: str) -> None:
     """A trace for each row that brought outputs but no trace, so that its feedback
-    has a place and the run's traces show every row."""
+    has a place and the run's traces show every row (one per row, whatever the
+    repeats)."""
     from assay.tracing.span import start_span
 
+    traced: dict[int, str | None] = {}
     for state in states:
         row = state.row
+        state.outputs = row.outputs
+        state.trace = row.trace
         if row.source_trace_id is not None:
             state.trace_id = row.source_trace_id
+            continue
+        if row.index in traced:
+            state.trace_id = traced[row.index]
             continue
         with start_span("evaluation_row", span_type="CHAIN", inputs=row.inputs) as span:
             _begin_row(span, state, experiment)
             span.set_outputs(row.outputs)
+        traced[row.index] = state.trace_id
 
 
-def _attach_traces(store: LazyStore, states: list[_Scored]) -> None:
+def _attach_traces(store: LazyStore, states: list[Attempt]) -> None:
     """Read back the traces scorers ask for (those the evaluation just made)."""
     from assay.tracing import _runtime
 
-    wanted = [s for s in states if s.row.trace is None and s.trace_id is not None]
+    wanted = [s for s in states if s.trace is None and s.trace_id is not None]
     if not wanted:
         return
     _runtime.flush()
@@ -378,12 +481,12 @@ def _attach_traces(store: LazyStore, states: list[_Scored]) -> None:
                             filter_string=f"trace.id IN ({quoted})")
         by_id.update((t.trace_id, t) for t in page.traces)
     for state in wanted:
-        state.row.trace = by_id.get(state.trace_id or "")
+        state.trace = by_id.get(state.trace_id or "")
 
 
 # -- score --------------------------------------------------------------------
 
-def _score(states: list[_Scored], scorers: list[Scorer], workers: int,
+def _score(states: list[Attempt], scorers: list[Scorer], workers: int,
            progress: bool | None) -> None:
     if not scorers:
         return
@@ -392,6 +495,7 @@ def _score(states: list[_Scored], scorers: list[Scorer], workers: int,
 
     def one(position: int) -> None:
         state, s = jobs[position]
+        CURRENT_REPEAT.set(state.repeat)
         feedback = _score_one(state, s)
         results[position] = feedback
         bar.advance(failed=sum(f.error is not None for f in feedback))
@@ -402,14 +506,14 @@ def _score(states: list[_Scored], scorers: list[Scorer], workers: int,
         state.feedback.extend((s, f) for f in feedback)
 
 
-def _score_one(state: _Scored, s: Scorer) -> list[Feedback]:
+def _score_one(state: Attempt, s: Scorer) -> list[Feedback]:
     if state.error is not None:
         return [Feedback.from_error(f"not scored: predict_fn failed ({state.error})",
                                     name=s.name)]
     row = state.row
     fields = {"inputs": row.inputs,
-              "outputs": None if row.outputs is MISSING else row.outputs,
-              "expectations": row.expectations, "trace": row.trace}
+              "outputs": None if state.outputs is MISSING else state.outputs,
+              "expectations": row.expectations, "trace": state.trace}
     if s.timeout is None:
         return s.run(**fields)
     return _run_with_timeout(s, fields, s.timeout)
@@ -435,7 +539,7 @@ def _run_with_timeout(s: Scorer, fields: dict[str, Any], timeout: float) -> list
 
 # -- record -------------------------------------------------------------------
 
-def _store_feedback(store: LazyStore, states: list[_Scored], run_id: str) -> None:
+def _store_feedback(store: LazyStore, states: list[Attempt], run_id: str) -> None:
     now = time.time_ns() // 1_000_000
     assessments = [
         Assessment(assessment_id=uuid.uuid4().hex, trace_id=state.trace_id, name=str(f.name),
@@ -449,7 +553,7 @@ def _store_feedback(store: LazyStore, states: list[_Scored], run_id: str) -> Non
         store.log_assessments(assessments)
 
 
-def _feedback_names(states: list[_Scored], scorers: list[Scorer]) -> list[str]:
+def _feedback_names(states: list[Attempt], scorers: list[Scorer]) -> list[str]:
     order = {s.name: i for i, s in enumerate(scorers)}
     names: dict[str, tuple[int, int]] = {}
     for state in states:
@@ -458,106 +562,7 @@ def _feedback_names(states: list[_Scored], scorers: list[Scorer]) -> list[str]:
     return sorted(names, key=lambda n: names[n])
 
 
-def _numeric(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _metrics(states: list[_Scored], scorers: list[Scorer], names: list[str],
-             predicted: bool) -> dict[str, float]:
-    metrics: dict[str, float] = {"rows": float(len(states))}
-    by_name: dict[str, list[tuple[Scorer, Feedback]]] = {n: [] for n in names}
-    for state in states:
-        for s, f in state.feedback:
-            by_name[str(f.name)].append((s, f))
-    for name, pairs in by_name.items():
-        s = pairs[0][0]
-        values = [v for _, f in pairs if f.error is None
-                  and (v := _numeric(f.value)) is not None]
-        for agg, value in aggregate(values, s.aggregations).items():
-            metrics[f"{name}/{agg}"] = value
-        metrics[f"{name}/error_count"] = float(sum(f.error is not None for _, f in pairs))
-        verdicts = [v for _, f in pairs if f.error is None
-                    and (v := s.passed(f.value)) is not None]
-        if verdicts:
-            metrics[f"{name}/pass_rate"] = sum(verdicts) / len(verdicts)
-    if predicted:
-        metrics["predict/error_count"] = float(sum(s.error is not None for s in states))
-        latencies = [s.latency_ms for s in states if s.latency_ms is not None]
-        for agg, value in aggregate(latencies, ["mean", *_LATENCY_PERCENTILES]).items():
-            metrics[f"predict/latency_ms_{agg}"] = value
-    _judge_metrics(states, metrics)
-    return metrics
-
-
-def _judge_metrics(states: list[_Scored], metrics: dict[str, float]) -> None:
-    calls = hits = misses = 0
-    tokens_in = tokens_out = 0.0
-    cost: float | None = None
-    for state in states:
-        for s, f in state.feedback:
-            if s.source_type != "LLM_JUDGE":
-                continue
-            meta = f.metadata
-            cache = meta.get("cache")
-            if cache not in ("hit", "miss", "off"):
-                continue  # not judged (the row could not be, or was not scored)
-            calls += 1
-            hits += cache == "hit"
-            misses += cache == "miss"
-            tokens_in += _number(meta.get("input_tokens"))
-            tokens_out += _number(meta.get("output_tokens"))
-            if "cost_usd" in meta:
-                cost = (cost or 0.0) + _number(meta.get("cost_usd"))
-    if not calls:
-        return
-    metrics.update({"judge/calls": float(calls), "judge/cache_hits": float(hits),
-                    "judge/cache_misses": float(misses), "judge/input_tokens": tokens_in,
-                    "judge/output_tokens": tokens_out})
-    if cost is not None:
-        metrics["judge/cost_usd"] = cost
-
-
-def _number(text: str | None) -> float:
-    try:
-        value = float(text) if text is not None else 0.0
-    except ValueError:
-        return 0.0
-    return value if math.isfinite(value) else 0.0
-
-
-def _table(states: list[_Scored], names: list[str]) -> Any:
-    import pandas as pd
-
-    records: list[dict[str, Any]] = []
-    for state in states:
-        row = state.row
-        record: dict[str, Any] = {
-            "row": row.index, "trace_id": state.trace_id, "inputs": row.inputs,
-            "outputs": None if row.outputs is MISSING else row.outputs,
-            "expectations": row.expectations, "error": state.error,
-        }
-        for name in names:
-            record.update({f"{name}/value": None, f"{name}/rationale": None,
-                           f"{name}/error": None, f"{name}/passed": None})
-        for s, f in state.feedback:
-            record.update({f"{f.name}/value": f.value, f"{f.name}/rationale": f.rationale,
-                           f"{f.name}/error": f.error,
-                           f"{f.name}/passed": None if f.error else s.passed(f.value)})
-        records.append(record)
-    frame = pd.DataFrame.from_records(records)
-    # Text columns keep None for "no error", "no rationale" (pandas would infer a
-    # string dtype and turn None into NaN).
-    for column in ["error", *(f"{n}/{part}" for n in names for part in ("error", "rationale"))]:
-        if column in frame.columns:
-            frame[column] = pd.Series([r[column] for r in records], dtype=object)
-    return frame
-
-
-def _errors(states: list[_Scored]) -> list[RowError]:
+def _errors(states: list[Attempt]) -> list[RowError]:
     errors: list[RowError] = []
     for state in states:
         if state.error is not None:

@@ -27,7 +27,9 @@ with what was wrong; a second bad reply, a row the judge cannot judge, or an
 endpoint that failed after its retries gives a Feedback with ``value=None`` and
 ``error`` set, never an exception. Every Feedback carries string metadata:
 ``model``, ``input_tokens``, ``output_tokens``, ``cost_usd`` (when the price is
-known), ``cache`` (``hit``/``miss``/``off``) and ``reasked`` (``true``/``false``).
+known), ``cache`` (``hit``/``miss``/``off``) and ``reasked`` (``true``/``false``);
+``endpoint_error`` is ``true`` when the model endpoint itself failed (after its
+retries), as opposed to a reply that could not be parsed.
 
 Verdicts are cached by content (:mod:`assay.evaluate.cache`): an unchanged
 rerun makes no model calls, and reports 0 tokens and 0 cost for a hit.
@@ -42,13 +44,21 @@ import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from assay.errors import JudgeError
 from assay.evaluate.cache import JudgeCache, shared_cache
 from assay.evaluate.models import Completion, Message, Model, shared_model
-from assay.evaluate.scorers import ROW_FIELDS, Feedback, FeedbackValue, PassIf, Scorer
+from assay.evaluate.scorers import (
+    CURRENT_REPEAT,
+    JUDGE_CACHE,
+    ROW_FIELDS,
+    Feedback,
+    FeedbackValue,
+    PassIf,
+    Scorer,
+)
 from assay.tracing.models import Span, Trace
 from assay.tracing.types import SpanType
 
@@ -572,10 +582,11 @@ class Judge(Scorer):
     def _ask(self, messages: list[dict[str, str]]) -> Feedback:
         key: str | None = None
         state = "off"
-        if self.cache is not None:
+        cache = None if JUDGE_CACHE.get() is False else self.cache
+        if cache is not None:
             key = JudgeCache.key(model=self.model.uri, base_url=self.model.base_url,
                                  messages=messages, temperature=self.temperature,
-                                 feedback_type=self._schema)
+                                 feedback_type=self._schema, repeat=CURRENT_REPEAT.get())
             hit = self._cached(key)
             if hit is not None:
                 self._count(hits=1)
@@ -605,7 +616,8 @@ class Judge(Scorer):
         try:
             first = self._complete(messages, spent)
         except JudgeError as exc:
-            return failed(f"the judge model failed: {exc}", False)
+            feedback = failed(f"the judge model failed: {exc}", False)
+            return replace(feedback, metadata={**feedback.metadata, "endpoint_error": "true"})
         reply = first.text
         try:
             value, rationale = parse_verdict(reply, self.result_type)
@@ -617,15 +629,17 @@ class Judge(Scorer):
             try:
                 second = self._complete(retry, spent)
             except JudgeError as exc2:
-                return failed(f"could not parse the judge's reply ({exc}; it began "
-                              f"{_start(reply)}) and asking again failed: {exc2}", True)
+                feedback = failed(f"could not parse the judge's reply ({exc}; it began "
+                                  f"{_start(reply)}) and asking again failed: {exc2}", True)
+                return replace(feedback,
+                               metadata={**feedback.metadata, "endpoint_error": "true"})
             try:
                 value, rationale = parse_verdict(second.text, self.result_type)
             except ValueError as exc2:
                 return failed(f"could not parse the judge's reply, asked twice: {exc2}; the "
                               f"reply began {_start(second.text)}", True)
-        if key is not None and self.cache is not None:
-            self.cache.put(key, {"result": value, "rationale": rationale,
+        if key is not None and cache is not None:
+            cache.put(key, {"result": value, "rationale": rationale,
                                  "input_tokens": sum(c.input_tokens for c in spent),
                                  "output_tokens": sum(c.output_tokens for c in spent)})
         return Feedback(value, rationale, metadata=metadata(reasked))

@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pandas as pd
+
+    from assay.evaluate.compare import Comparison
+    from assay.evaluate.gates import GateResult
 
 __all__ = ["EvaluationResult", "RowError"]
 
@@ -53,6 +58,23 @@ class EvaluationResult:
     errors: list[RowError] = field(default_factory=list)
     feedback_names: list[str] = field(default_factory=list)
     experiment: str | None = None
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    confidence: float = 0.95
+    gate: GateResult | None = None
+    comparison: Comparison | None = None
+
+    def check(self, thresholds: Mapping[str, str | float] | None = None, *,
+              max_error_rate: float = 0.0) -> GateResult:
+        """Gate this result on thresholds and the error policy (see
+        :func:`assay.evaluate.gates.check`).
+
+        Example:
+            >>> gate = result.check({"exact_match/mean": ">= 0.8 @lower"})
+            >>> gate.passed, gate.reason
+        """
+        from assay.evaluate.gates import check
+
+        return check(self, thresholds, max_error_rate=max_error_rate)
 
     def summary(self) -> str:
         """A short text: the run, each feedback's mean and errors, and the worst rows.
@@ -71,10 +93,10 @@ class EvaluationResult:
             parts = [f"  {name:<{width}}"]
             mean = self.metrics.get(f"{name}/mean")
             if mean is not None and math.isfinite(mean):
-                parts.append(f"mean {mean:.3f}")
+                parts.append(f"mean {mean:.3f}{self._interval(f'{name}/mean')}")
             rate = self.metrics.get(f"{name}/pass_rate")
             if rate is not None:
-                parts.append(f"pass {rate:.3f}")
+                parts.append(f"pass {rate:.3f}{self._interval(f'{name}/pass_rate')}")
             parts.append(f"errors {int(self.metrics.get(f'{name}/error_count', 0))}")
             lines.append("  ".join(parts))
         failed = int(self.metrics.get("predict/error_count", 0))
@@ -88,6 +110,10 @@ class EvaluationResult:
                          f"{int(self.metrics.get('judge/output_tokens', 0))} out tokens"
                          + (f", ${self.metrics['judge/cost_usd']:.4f}"
                             if "judge/cost_usd" in self.metrics else ""))
+        if self.comparison is not None:
+            lines.append("  " + str(self.comparison).replace("\n", "\n  "))
+        if self.gate is not None:
+            lines.append("  " + str(self.gate).replace("\n", "\n  "))
         worst = self.worst_rows(_WORST_ROWS)
         if worst:
             lines.append("  worst rows:")
@@ -95,6 +121,12 @@ class EvaluationResult:
                          for r in worst)
             lines.append(f"  find them: assay.search_traces(\"run_id = '{self.run_id}'\")")
         return "\n".join(lines)
+
+    def _interval(self, metric: str) -> str:
+        interval = self.intervals.get(metric)
+        if interval is None:
+            return ""
+        return f" [{interval[0]:.3f}, {interval[1]:.3f}]"
 
     def worst_rows(self, n: int = 5) -> list[dict[str, Any]]:
         """The ``n`` rows that did worst: errors first, then the most failed verdicts

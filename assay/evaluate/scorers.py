@@ -31,6 +31,7 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Union, overload
 
@@ -46,6 +47,13 @@ __all__ = [
     "check_unique_names",
     "scorer",
 ]
+
+#: Which repeat of a row ``evaluate(repeats=N)`` is scoring (0 without repeats);
+#: judges key their cache by it, so that each repeat is a fresh sample.
+CURRENT_REPEAT: ContextVar[int] = ContextVar("assay_current_repeat", default=0)
+#: ``False`` while ``evaluate(cache=False)`` runs: judges neither read nor write
+#: their cache. ``None`` leaves each judge's own setting.
+JUDGE_CACHE: ContextVar[bool | None] = ContextVar("assay_judge_cache", default=None)
 
 #: The types a feedback value may have.
 FeedbackValue = Union[bool, int, float, str, None]  # noqa: UP007 - a runtime alias
