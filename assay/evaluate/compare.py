@@ -169,17 +169,34 @@ def resolve_run(ref: Any, *, experiment: str | None = None) -> Run:
         run = run_api.get_run(text)
         if run is not None:
             return run
-    if _FILTER_HINT.search(text):
-        where = text
-    else:
-        where = f"run_name = '{text}'".replace("\\", "\\\\") if "'" not in text else \
-            f'run_name = "{text}"'
-    found = run_api.search_runs(where, experiment=experiment or "*", max_results=1,
-                                order_by=["start_time DESC"], return_type="list")
+    found = _latest(run_api, _name_filter(text), experiment, quiet=True)
+    if not found and _FILTER_HINT.search(text):
+        found = _latest(run_api, text, experiment, quiet=False)
     if not found:
         raise BaselineNotFound(f"baseline {ref!r}: no run matches (looked for a run id, a "
                                f"run name and a search_runs filter)")
     return found[0]
+
+
+def _name_filter(name: str) -> str:
+    """A filter matching exactly this run name (quoted with whichever quote it lacks)."""
+    quote = "'" if "'" not in name else '"'
+    return f"run_name = {quote}{name}{quote}"
+
+
+def _latest(run_api: Any, where: str, experiment: str | None, *, quiet: bool) -> list[Run]:
+    """The latest run matching ``where`` (a malformed filter raises unless ``quiet``)."""
+    from assay.errors import InvalidFilter
+
+    try:
+        found: list[Run] = run_api.search_runs(where, experiment=experiment or "*",
+                                               max_results=1, order_by=["start_time DESC"],
+                                               return_type="list")
+    except InvalidFilter:
+        if not quiet:
+            raise
+        return []
+    return found
 
 
 def compare(run: Any, baseline: Any, *, alpha: float = 0.05, tolerance: float = 0.0,

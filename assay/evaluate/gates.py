@@ -42,6 +42,8 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "!=": operator.ne, ">": operator.gt, "<": operator.lt,
 }
 _CLOSE = 1e-9  # == and != compare floats to within this
+#: Aggregations that exist only when a feedback has values (``count`` always does).
+_VALUE_METRICS = frozenset({"mean", "min", "max", "median", "std", "sum"})
 
 
 class GateError(AssayError, ValueError):
@@ -180,6 +182,16 @@ def threshold_check(threshold: Threshold, metrics: Mapping[str, float],
         GateError: the metric does not exist, or the threshold asks for an interval
             bound the metric has none for.
     """
+    feedback = threshold.metric.rsplit("/", 1)[0]
+    if threshold.metric not in metrics and f"{feedback}/error_count" in metrics \
+            and f"{feedback}/pass_rate" not in metrics and not any(
+                k.startswith(f"{feedback}/") and k.rsplit("/", 1)[1] in _VALUE_METRICS
+                for k in metrics):
+        # The feedback exists but has no value to aggregate: every row errored.
+        errors = int(metrics[f"{feedback}/error_count"])
+        return Check("threshold", str(threshold), threshold.metric, False, None, None, None,
+                     f"{threshold}: no value ({feedback} errored on every row: "
+                     f"{errors} errors)")
     if threshold.metric not in metrics:
         known = ", ".join(sorted(m for m in metrics if "/" in m)[:12])
         raise GateError(f"threshold on {threshold.metric!r}: the evaluation has no such metric "

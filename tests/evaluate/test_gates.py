@@ -76,10 +76,22 @@ def test_at_the_lower_bound_a_mean_that_passes_by_luck_does_not(tracing):
 
 def test_a_threshold_on_a_missing_metric_is_an_error_not_a_pass(tracing):
     result = assay.evaluate(DATA[:3], [exact_match()], predict_fn=right)
-    with pytest.raises(GateError, match="no such metric.*exact_match/mean"):
+    with pytest.raises(GateError, match=r"no such metric.*exact_match/mean"):
         result.check({"correctness/mean": ">= 0.8"})
     with pytest.raises(GateError, match="has no confidence interval"):
         result.check({"exact_match/error_count": "<= 0 @upper"})
+
+
+def test_a_threshold_on_a_feedback_that_only_errored_fails_instead_of_erroring(tracing):
+    @assay.scorer
+    def down(outputs) -> bool:
+        raise ConnectionError("endpoint unreachable")
+
+    result = assay.evaluate(DATA[:3], [down], predict_fn=right)
+    gate = result.check({"down/mean": ">= 0.5", "down/pass_rate": ">= 0.5"},
+                        max_error_rate=1.0)
+    assert not gate.passed
+    assert "down/mean >= 0.5: no value (down errored on every row: 3 errors)" in gate.reason
 
 
 def test_scorer_errors_fail_the_gate_unless_allowed(tracing):
