@@ -29,8 +29,8 @@ from assay.errors import InvalidData
 from assay.tracing.models import Trace
 from assay.tracing.serialize import to_jsonable
 
-__all__ = ["EvalRow", "MISSING", "data_digest", "expectations_of", "row_from_trace",
-           "to_rows"]
+__all__ = ["EvalRow", "MISSING", "check_mapping", "data_digest", "expectations_of",
+           "is_missing", "preview", "row_from_trace", "to_rows"]
 
 #: The keys a data row may have.
 ROW_KEYS = ("inputs", "outputs", "expectations", "tags", "trace")
@@ -124,61 +124,69 @@ def row_from_trace(trace: Trace) -> dict[str, Any]:
     }
 
 
-def _is_missing(value: Any) -> bool:
-    """An empty cell: absent, ``None`` or a float NaN (pandas' missing value)."""
-    return value is MISSING or value is None or (isinstance(value, float) and math.isnan(value))
+def is_missing(value: Any) -> bool:
+    """An empty cell: absent, ``None``, a float NaN or pandas' NA (a frame's missing value)."""
+    return value is MISSING or value is None or (
+        isinstance(value, float) and math.isnan(value)) or type(value).__name__ in (
+        "NAType", "NaTType")
 
 
-def _check_mapping(value: Any, what: str, index: int, *, required: bool) -> dict[str, Any]:
-    if _is_missing(value):
+def check_mapping(value: Any, what: str, where: str, *, required: bool,
+                  noun: str = "row") -> dict[str, Any]:
+    """A dict field (``inputs``, ``expectations``, ``tags``) checked: a mapping with
+    string keys, or empty when missing and not ``required``.
+
+    Raises:
+        InvalidData: naming ``where`` (``"row 3"``) and what is wrong.
+    """
+    if is_missing(value):
         if required:
-            raise InvalidData(f"row {index}: no {what}; every row needs {what} (a dict of the "
+            raise InvalidData(f"{where}: no {what}; every {noun} needs {what} (a dict of the "
                               f"app's arguments by name) or a trace")
         return {}
     if not isinstance(value, Mapping):
-        raise InvalidData(f"row {index}: {what} must be a dict, got {type(value).__name__} "
-                          f"{_preview(value)}")
+        raise InvalidData(f"{where}: {what} must be a dict, got {type(value).__name__} "
+                          f"{preview(value)}")
     bad = [k for k in value if not isinstance(k, str)]
     if bad:
-        raise InvalidData(f"row {index}: {what} keys must be strings, got {bad[0]!r}")
+        raise InvalidData(f"{where}: {what} keys must be strings, got {bad[0]!r}")
     return dict(value)
 
 
-def _preview(value: Any) -> str:
+def preview(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters, for a message."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _row_from_dict(index: int, item: Mapping[str, Any]) -> EvalRow:
+    where = f"row {index}"
     unknown = [k for k in item if k not in ROW_KEYS]
     if unknown:
-        raise InvalidData(f"row {index}: unknown key {unknown[0]!r}; a row has "
+        raise InvalidData(f"{where}: unknown key {unknown[0]!r}; a row has "
                           f"{', '.join(ROW_KEYS)}")
+    expectations = check_mapping(item.get("expectations", MISSING), "expectations", where,
+                                 required=False)
     trace = item.get("trace", MISSING)
-    if not _is_missing(trace):
+    if not is_missing(trace):
         if not isinstance(trace, Trace):
-            raise InvalidData(f"row {index}: trace must be an assay.Trace, got "
+            raise InvalidData(f"{where}: trace must be an assay.Trace, got "
                               f"{type(trace).__name__}")
         from_trace = row_from_trace(trace)
         inputs = item.get("inputs", MISSING)
         row = EvalRow(
             index=index,
-            inputs=(from_trace["inputs"] if _is_missing(inputs)
-                    else _check_mapping(inputs, "inputs", index, required=True)),
-            outputs=(from_trace["outputs"] if "outputs" not in item
-                     else item["outputs"]),
-            expectations={**from_trace["expectations"],
-                          **_check_mapping(item.get("expectations", MISSING), "expectations",
-                                           index, required=False)},
+            inputs=(from_trace["inputs"] if is_missing(inputs)
+                    else check_mapping(inputs, "inputs", where, required=True)),
+            outputs=from_trace["outputs"] if "outputs" not in item else item["outputs"],
+            expectations={**from_trace["expectations"], **expectations},
             trace=trace, source_trace_id=trace.trace_id)
     else:
         row = EvalRow(
             index=index,
-            inputs=_check_mapping(item.get("inputs", MISSING), "inputs", index, required=True),
-            outputs=item.get("outputs", MISSING),
-            expectations=_check_mapping(item.get("expectations", MISSING), "expectations",
-                                        index, required=False))
-    tags = _check_mapping(item.get("tags", MISSING), "tags", index, required=False)
+            inputs=check_mapping(item.get("inputs", MISSING), "inputs", where, required=True),
+            outputs=item.get("outputs", MISSING), expectations=expectations)
+    tags = check_mapping(item.get("tags", MISSING), "tags", where, required=False)
     row.tags = {k: str(v) for k, v in tags.items()}
     return row
 
@@ -199,7 +207,7 @@ def _items(data: Any) -> list[Any]:
         if unknown and columns != ["trace"]:
             raise InvalidData(f"the DataFrame has an unknown column {unknown[0]!r}; a row has "
                               f"{', '.join(ROW_KEYS)}")
-        return [{c: row[c] for c in columns if not _is_missing(row[c])}
+        return [{c: row[c] for c in columns if not is_missing(row[c])}
                 for row in data[columns].to_dict("records")]
     records = getattr(data, "records", None)
     if records is not None and hasattr(data, "digest") and hasattr(data, "merge_records"):
@@ -233,8 +241,8 @@ def to_rows(data: Any, *, has_predict_fn: bool) -> list[EvalRow]:
             item = {"trace": item}
         elif not isinstance(item, Mapping):
             raise InvalidData(f"row {index}: expected a dict or an assay.Trace, got "
-                              f"{type(item).__name__} {_preview(item)}")
-        if has_predict_fn and not _is_missing(item.get("outputs", MISSING)) \
+                              f"{type(item).__name__} {preview(item)}")
+        if has_predict_fn and not is_missing(item.get("outputs", MISSING)) \
                 and "trace" not in item:
             raise InvalidData(f"row {index} has outputs, and predict_fn was given: "
                               f"predict_fn produces the outputs; drop one of them")

@@ -402,44 +402,41 @@ def _begin_row(span: Any, state: Attempt, experiment: str) -> None:
             update_current_trace(tags=state.row.tags)
 
 
-def _predict_one(state: Attempt, predict_fn: Callable[..., Any], name: str, experiment: str,
-                 bar: Progress) -> None:
+@contextmanager
+def _attempting(state: Attempt, name: str, experiment: str, bar: Progress) -> Iterator[Any]:
+    """The trace and bookkeeping around one prediction: yields the row's root span;
+    an exception from the block becomes the attempt's error (recorded on the span)."""
     from assay.tracing.span import start_span
 
-    inputs = state.row.inputs
     began = time.perf_counter()
     try:
-        with start_span(name, span_type="CHAIN", inputs=inputs) as span:
+        with start_span(name, span_type="CHAIN", inputs=state.row.inputs) as span:
             _begin_row(span, state, experiment)
-            outputs = predict_fn(**inputs)
-            if inspect.isawaitable(outputs):
-                outputs = run_awaitable(outputs)
-            span.set_outputs(outputs)
-        state.outputs = outputs
+            yield span
     except Exception as exc:
         state.error = f"{type(exc).__name__}: {exc}"
         state.outputs = None
-    state.latency_ms = (time.perf_counter() - began) * 1000
-    bar.advance(failed=state.error is not None)
+    finally:
+        state.latency_ms = (time.perf_counter() - began) * 1000
+        bar.advance(failed=state.error is not None)
+
+
+def _predict_one(state: Attempt, predict_fn: Callable[..., Any], name: str, experiment: str,
+                 bar: Progress) -> None:
+    with _attempting(state, name, experiment, bar) as span:
+        outputs = predict_fn(**state.row.inputs)
+        if inspect.isawaitable(outputs):
+            outputs = run_awaitable(outputs)
+        span.set_outputs(outputs)
+        state.outputs = outputs
 
 
 async def _predict_one_async(state: Attempt, predict_fn: Callable[..., Any], name: str,
                              experiment: str, bar: Progress) -> None:
-    from assay.tracing.span import start_span
-
-    inputs = state.row.inputs
-    began = time.perf_counter()
-    try:
-        with start_span(name, span_type="CHAIN", inputs=inputs) as span:
-            _begin_row(span, state, experiment)
-            outputs = await predict_fn(**inputs)
-            span.set_outputs(outputs)
+    with _attempting(state, name, experiment, bar) as span:
+        outputs = await predict_fn(**state.row.inputs)
+        span.set_outputs(outputs)
         state.outputs = outputs
-    except Exception as exc:
-        state.error = f"{type(exc).__name__}: {exc}"
-        state.outputs = None
-    state.latency_ms = (time.perf_counter() - began) * 1000
-    bar.advance(failed=state.error is not None)
 
 
 def _record_given(states: list[Attempt], experiment: str) -> None:

@@ -32,7 +32,6 @@ that is not a completion) raise :class:`~assay.JudgeError`.
 from __future__ import annotations
 
 import atexit
-import email.utils
 import json
 import math
 import os
@@ -47,6 +46,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from assay._http import retry_after
 from assay._version import __version__
 from assay.errors import JudgeError
 
@@ -225,26 +225,6 @@ class _RateGate:
                 self.penalty = self.penalty / 2 if self.penalty >= 0.02 else 0.0
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds a ``Retry-After`` header asks to wait (a number or an HTTP date)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - time.time()
-    if not math.isfinite(seconds):
-        return None
-    return max(seconds, 0.0)
-
-
 def _excerpt(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "..."
@@ -416,7 +396,7 @@ class HTTPModel(Model):
                 text = _excerpt(response.text)
                 problem = f"HTTP {status}: {text}"
                 if status == 429 or (status >= 500 and "retry-after" in response.headers):
-                    wait = _retry_after(response.headers.get("retry-after"))
+                    wait = retry_after(response.headers.get("retry-after"))
                     if wait is not None and wait > self.max_retry_wait:
                         raise JudgeError(f"{where}: rate limited (HTTP {status}) and asked "
                                          f"to retry after {wait:g} s, more than "

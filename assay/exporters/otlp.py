@@ -43,7 +43,6 @@ keeping.
 
 from __future__ import annotations
 
-import email.utils
 import gzip
 import logging
 import math
@@ -56,7 +55,6 @@ import urllib.parse
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timezone
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import httpx
@@ -65,6 +63,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from assay._http import retry_after
 from assay._version import __version__
 from assay.errors import ConfigurationError
 from assay.exporters._otlp_wire import encode_request
@@ -324,24 +323,6 @@ class _Failure(NamedTuple):
     kind: str  # what failed, for logging once per kind ("HTTP 503", "ConnectError")
     problem: str  # what failed, in full
     wait: float | None = None  # the server's Retry-After, in seconds
-
-
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), or ``None``."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 # -- settings ------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ same SQLite or PostgreSQL store as the traces; deleting traces leaves them be.
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic_core
 
 from assay.errors import AssayError, InvalidData
+from assay.evaluate.data import check_mapping, is_missing, preview
 from assay.tracing.models import Trace
 
 if TYPE_CHECKING:
@@ -436,34 +436,13 @@ def _is_na(obj: Any) -> bool:
         return False
 
 
-def _missing(value: Any) -> bool:
-    """An absent field: ``None``, a float NaN or pandas' NA (an empty cell)."""
-    return value is None or (isinstance(value, float) and math.isnan(value)) \
-        or type(value).__name__ in ("NAType", "NaTType")
-
-
-def _preview(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _json_dict(value: Any, what: str, where: str, *, required: bool) -> dict[str, Any]:
     """A JSON-safe copy of a dict field, or an :class:`InvalidData` naming what is wrong."""
-    if _missing(value):
-        if required:
-            raise InvalidData(f"{where}: no {what}; every record needs {what} (a dict of the "
-                              f"app's arguments by name) or a trace")
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidData(f"{where}: {what} must be a dict, got {type(value).__name__} "
-                          f"{_preview(value)}")
-    bad = [k for k in value if not isinstance(k, str)]
-    if bad:
-        raise InvalidData(f"{where}: {what} keys must be strings, got {bad[0]!r}")
+    checked = check_mapping(value, what, where, required=required, noun="record")
     try:
-        converted = _jsonable(dict(value))
+        converted = _jsonable(checked)
     except (_NotJson, ValueError):
-        for key, item in value.items():  # which value it was
+        for key, item in checked.items():  # which value it was
             _check_value(item, f"{what}[{key!r}]", where)
         raise InvalidData(f"{where}: {what} cannot be stored as JSON") from None
     return converted
@@ -499,15 +478,8 @@ def _canonical(value: dict[str, Any], what: str, where: str) -> str:
 
 
 def _tags(value: Any, where: str) -> dict[str, str]:
-    if _missing(value):
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidData(f"{where}: tags must be a dict of strings, got "
-                          f"{type(value).__name__} {_preview(value)}")
-    bad = [k for k in value if not isinstance(k, str)]
-    if bad:
-        raise InvalidData(f"{where}: tags keys must be strings, got {bad[0]!r}")
-    return {k: v if isinstance(v, str) else str(v) for k, v in value.items()}
+    checked = check_mapping(value, "tags", where, required=False, noun="record")
+    return {k: v if isinstance(v, str) else str(v) for k, v in checked.items()}
 
 
 def _source_type(value: Any, where: str) -> str:
@@ -519,24 +491,24 @@ def _source_type(value: Any, where: str) -> str:
 
 
 def _source_id(value: Any, where: str) -> str | None:
-    if _missing(value):
+    if is_missing(value):
         return None
     if not isinstance(value, str) or len(value) > _MAX_SOURCE_ID:
         raise InvalidData(f"{where}: source_id must be a string of at most {_MAX_SOURCE_ID} "
-                          f"characters, got {_preview(value)}")
+                          f"characters, got {preview(value)}")
     return value
 
 
 def _mlflow_source(value: Any, where: str) -> tuple[str | None, str | None]:
     """``{"source_type": "TRACE", "source_data": {"trace_id": "..."}}`` (MLflow's form)."""
-    if _missing(value):
+    if is_missing(value):
         return None, None
     if not isinstance(value, Mapping) or "source_type" not in value:
         raise InvalidData(f"{where}: source must be a dict with source_type and "
-                          f"source_data, got {_preview(value)}")
+                          f"source_data, got {preview(value)}")
     data = value.get("source_data") or {}
     if not isinstance(data, Mapping):
-        raise InvalidData(f"{where}: source_data must be a dict, got {_preview(data)}")
+        raise InvalidData(f"{where}: source_data must be a dict, got {preview(data)}")
     found = next((data[k] for k in ("trace_id", "doc_uri", "user_name", "source_id")
                   if data.get(k) is not None), None)
     return _source_type(value["source_type"], where), _source_id(found, where)
@@ -579,12 +551,12 @@ def _record(item: Any, index: int) -> q.Incoming:
         trace = item.get("trace")
         given_inputs: Any = item.get("inputs")
         traced_expectations: dict[str, Any] = {}
-        if not _missing(trace):
+        if not is_missing(trace):
             if not isinstance(trace, Trace):
                 raise InvalidData(f"{where}: trace must be an assay.Trace, got "
                                   f"{type(trace).__name__}")
             traced_inputs, traced_expectations = _from_trace(trace, where)
-            if _missing(given_inputs):
+            if is_missing(given_inputs):
                 given_inputs = traced_inputs
             source_type, source_id = DatasetRecordSource.TRACE.value, trace.trace_id
         inputs = _json_dict(given_inputs, "inputs", where, required=True)
@@ -594,9 +566,9 @@ def _record(item: Any, index: int) -> q.Incoming:
                                      required=False)}
         tags = _tags(item.get("tags"), where)
         given_type, given_id = _mlflow_source(item.get("source"), where)
-        if not _missing(item.get("source_type")):
+        if not is_missing(item.get("source_type")):
             given_type = _source_type(item["source_type"], where)
-        if not _missing(item.get("source_id")):
+        if not is_missing(item.get("source_id")):
             given_id = _source_id(item["source_id"], where)
         if given_type is not None:
             source_type, source_id = given_type, given_id
@@ -604,7 +576,7 @@ def _record(item: Any, index: int) -> q.Incoming:
             source_id = given_id
     else:
         raise InvalidData(f"{where}: expected a dict, an assay.Trace or a DatasetRecord, got "
-                          f"{type(item).__name__} {_preview(item)}")
+                          f"{type(item).__name__} {preview(item)}")
     inputs_json = _canonical(inputs, "inputs", where)
     sql = _q()
     return sql.Incoming(record_id=sql.record_id_of(inputs_json), inputs_json=inputs_json,
@@ -642,7 +614,7 @@ def _frame_items(frame: pd.DataFrame) -> list[Any]:
         raise InvalidData(f"the DataFrame has an unknown column {unknown[0]!r}; a record has "
                           f"{', '.join(RECORD_KEYS)}")
     keep = [c for c in columns if c in RECORD_KEYS]
-    return [{c: row[c] for c in keep if not _missing(row[c])}
+    return [{c: row[c] for c in keep if not is_missing(row[c])}
             for row in frame[keep].to_dict("records")]
 
 

@@ -67,16 +67,21 @@ def _key_expr(text: str, position_hint: str) -> tuple[str, Any]:
                         "tags.<key> or metadata.<key>", filter_string=position_hint, position=0)
 
 
-def parse_order_by(order_by: list[str] | None) -> list[SortKey]:
-    """Sort keys for ``order_by`` (default: newest first), the trace id last."""
+def order_items(order_by: Any, default: str) -> list[tuple[str, bool, str]]:
+    """``(field, descending, item as given)`` for each ``order_by`` item (``"field"``,
+    ``"field ASC"`` or ``"field DESC"``); ``[default]`` when there is none.
+
+    Raises:
+        InvalidFilter: ``order_by`` is a bare string, or an item is not a field.
+    """
     if order_by is None or len(order_by) == 0:
-        items = ["timestamp_ms DESC"]
+        items: list[Any] = [default]
     elif isinstance(order_by, str):
-        raise InvalidFilter("order_by must be a list of strings, e.g. ['timestamp_ms DESC']",
+        raise InvalidFilter(f"order_by must be a list of strings, e.g. [{default!r}]",
                             filter_string=order_by, position=0)
     else:
         items = list(order_by)
-    keys: list[SortKey] = []
+    parsed: list[tuple[str, bool, str]] = []
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise InvalidFilter(f"order_by item {item!r} is not a field name",
@@ -86,6 +91,14 @@ def parse_order_by(order_by: list[str] | None) -> list[SortKey]:
         head, _, last = text.rpartition(" ")
         if head and last.upper() in ("ASC", "DESC"):
             text, descending = head.strip(), last.upper() == "DESC"
+        parsed.append((text, descending, item))
+    return parsed
+
+
+def parse_order_by(order_by: list[str] | None) -> list[SortKey]:
+    """Sort keys for ``order_by`` (default: newest first), the trace id last."""
+    keys: list[SortKey] = []
+    for text, descending, item in order_items(order_by, "timestamp_ms DESC"):
         label, expr = _key_expr(text, item)
         keys.append(SortKey(label, expr, descending))
     keys.append(SortKey("trace_id", _T.trace_id, keys[0].descending))

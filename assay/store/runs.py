@@ -248,25 +248,10 @@ def parse_run_order_by(order_by: list[str] | None) -> list[SortKey]:
     from assay.store.filter_ast import Comparison
     from assay.store.filter_parser import parse_run_filter
     from assay.store.filter_sql import latest_metric_value
-    from assay.store.ordering import SortKey
+    from assay.store.ordering import SortKey, order_items
 
-    if order_by is None or len(order_by) == 0:
-        items: list[Any] = ["start_time DESC"]
-    elif isinstance(order_by, str):
-        raise InvalidFilter("order_by must be a list of strings, e.g. ['start_time DESC']",
-                            filter_string=order_by, position=0)
-    else:
-        items = list(order_by)
     keys: list[SortKey] = []
-    for item in items:
-        if not isinstance(item, str) or not item.strip():
-            raise InvalidFilter(f"order_by item {item!r} is not a field name",
-                                filter_string=str(item), position=0)
-        text = item.strip()
-        descending = False
-        head, _, last = text.rpartition(" ")
-        if head and last.upper() in ("ASC", "DESC"):
-            text, descending = head.strip(), last.upper() == "DESC"
+    for text, descending, item in order_items(order_by, "start_time DESC"):
         try:
             parsed = parse_run_filter(f"{text} IS NULL")
         except InvalidFilter as exc:
