@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
-from assay.errors import StoreError
+from assay.errors import ConfigurationError, StoreError
 from assay.store import schema as s
 from assay.store.base import MetricRow, RunPage, SpanRecord, TracePage
 from assay.store.pages import assemble
@@ -327,6 +327,7 @@ class SqlTraceStore:
         """Upgrade an older store's schema to this assay's; returns (from, to) versions.
 
         Raises:
+            ConfigurationError: the database holds no assay store.
             StoreError: the store is newer than this assay, or the upgrade failed
                 (the transaction is rolled back; nothing is lost).
         """
@@ -337,7 +338,7 @@ class SqlTraceStore:
             with self._fork_guard, writer.begin() as conn:
                 before = self._stored_version(conn)
                 if before is None:
-                    raise StoreError(f"{self.uri} holds no assay store to upgrade")
+                    raise ConfigurationError(f"{self.uri} holds no assay store to upgrade")
                 if before > s.SCHEMA_VERSION:
                     raise StoreError(f"the store {self.uri} has schema version {before}, newer "
                                      f"than this assay understands ({s.SCHEMA_VERSION})")
