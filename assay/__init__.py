@@ -12,6 +12,8 @@
     result = assay.evaluate(data, scorers=[...], predict_fn=answer)
 """
 
+import typing as _typing
+
 from assay._version import __version__
 from assay.config import configure
 from assay.errors import (
@@ -28,17 +30,8 @@ from assay.errors import (
 # which stays importable by name: ``from assay.evaluate import builtin``);
 # ``assay.scorers`` and ``assay.judges`` are the public modules for scorers
 # and judges.
-from assay.evaluate.compare import compare
 from assay.evaluate.evaluation import evaluate
-from assay.evaluate.results import EvaluationResult
 from assay.evaluate.scorers import Feedback, Scorer, scorer
-from assay.store.datasets import (
-    Dataset,
-    create_dataset,
-    delete_dataset,
-    get_dataset,
-    search_datasets,
-)
 from assay.store.feedback import AssessmentSource, log_expectation, log_feedback
 from assay.store.query import (
     count_traces,
@@ -47,22 +40,6 @@ from assay.store.query import (
     get_trace,
     search_traces,
     set_trace_tag,
-)
-from assay.store.run_api import (
-    Run,
-    active_run,
-    end_run,
-    get_run,
-    load_table,
-    log_metric,
-    log_metrics,
-    log_param,
-    log_params,
-    log_table,
-    search_runs,
-    set_tag,
-    set_tags,
-    start_run,
 )
 from assay.tracing._runtime import flush, shutdown
 from assay.tracing.decorator import trace
@@ -75,6 +52,60 @@ from assay.tracing.span import (
     update_current_trace,
 )
 from assay.tracing.types import SpanStatus, SpanType, TraceState
+
+if _typing.TYPE_CHECKING:
+    from assay.evaluate.compare import compare
+    from assay.evaluate.results import EvaluationResult
+    from assay.store.datasets import (
+        Dataset,
+        create_dataset,
+        delete_dataset,
+        get_dataset,
+        search_datasets,
+    )
+    from assay.store.run_api import (
+        Run,
+        active_run,
+        end_run,
+        get_run,
+        load_table,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        log_table,
+        search_runs,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+
+# Runs, datasets and comparisons are imported on first use: a traced
+# application that never evaluates does not pay for them at ``import assay``.
+_LAZY = {
+    "compare": "assay.evaluate.compare",
+    "EvaluationResult": "assay.evaluate.results",
+    **dict.fromkeys(("Dataset", "create_dataset", "delete_dataset", "get_dataset",
+                     "search_datasets"), "assay.store.datasets"),
+    **dict.fromkeys(("Run", "active_run", "end_run", "get_run", "load_table", "log_metric",
+                     "log_metrics", "log_param", "log_params", "log_table", "search_runs",
+                     "set_tag", "set_tags", "start_run"), "assay.store.run_api"),
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'assay' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "__version__",

@@ -16,7 +16,6 @@ Phases, each concurrent over ``max_workers`` threads (or one event loop for an
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import math
@@ -383,6 +382,8 @@ def _predict(states: list[Attempt], predict_fn: Callable[..., Any], experiment: 
 
 async def _predict_async(states: list[Attempt], predict_fn: Callable[..., Any], name: str,
                          experiment: str, workers: int, bar: Progress) -> None:
+    import asyncio
+
     gate = asyncio.Semaphore(workers)
 
     async def one(state: Attempt) -> None:

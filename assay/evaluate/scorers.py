@@ -21,7 +21,6 @@ into a :class:`Feedback` carrying ``error``. ``evaluate()`` uses ``run``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import math
@@ -400,6 +399,8 @@ class Scorer:
 def run_awaitable(awaitable: Any) -> Any:
     """Wait for an awaitable from synchronous code: on a fresh event loop, or, when
     this thread already runs one (a notebook), on a helper thread's."""
+    import asyncio  # imported here: asyncio costs ~35 ms, off ``import assay``
+
     async def wait() -> Any:
         return await awaitable
 
