@@ -319,3 +319,17 @@ def test_a_judge_scores_through_a_local_endpoint_and_a_rerun_hits_the_cache(trac
     assert feedback.source_type == "LLM_JUDGE" and feedback.source_id == "openai:/gpt-4o-mini"
     assert feedback.value is False and feedback.rationale == "checked the capital"
     assert assay.get_run(first.run_id).metrics["judge/calls"] == 3
+
+
+def test_with_tracing_disabled_the_rows_are_still_scored_and_the_run_logged(db_uri):
+    assay.configure(store=db_uri, experiment="test", enabled=False)
+    result = assay.evaluate(DATA, [builtin.exact_match()], predict_fn=app)
+    assert result.metrics["exact_match/mean"] == pytest.approx(2 / 3)
+    assert list(result.table["trace_id"]) == [None, None, None]
+    assert assay.get_run(result.run_id).status == "FINISHED"
+
+
+def test_without_a_store_the_evaluation_says_so(tmp_path):
+    assay.configure(store="none")
+    with pytest.raises(ConfigurationError, match="no trace store is configured"):
+        assay.evaluate(DATA, [short], predict_fn=app)
