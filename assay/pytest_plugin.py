@@ -12,10 +12,12 @@ fails; ``@pytest.mark.assay(...)`` gives the evaluation's defaults for one test:
         result = assay_eval(DATA, [exact_match()], predict_fn=answer)
         assert result.metrics["rows"] == len(DATA)
 
-The evaluations go to the store given by ``--assay-store URI`` (or
-``ASSAY_STORE``), else to a SQLite file in the session's temporary directory,
-experiment ``pytest`` unless the marker or the call says otherwise; the runs
-are tagged with the test's node id (``pytest.nodeid``). ``assert_gate(result)``
+A suite that configured assay itself keeps its configuration (its store,
+redaction and exporters). Otherwise the evaluations go to the store given by
+``--assay-store URI`` (or ``ASSAY_STORE``), else to a SQLite file in the
+session's temporary directory, experiment ``pytest`` unless the marker or the
+call says otherwise, and that configuration is undone after each test. The
+runs are tagged with the test's node id (``pytest.nodeid``). ``assert_gate(result)``
 does the same check for a result obtained any other way.
 """
 
@@ -70,29 +72,39 @@ def assert_gate(result: Any, thresholds: Mapping[str, str | float] | None = None
 
 @pytest.fixture(scope="session")
 def _assay_store_uri(request: pytest.FixtureRequest,
-                     tmp_path_factory: pytest.TempPathFactory) -> str:
-    given = request.config.getoption("--assay-store") or os.environ.get("ASSAY_STORE")
+                     tmp_path_factory: pytest.TempPathFactory) -> str | None:
+    """The store the command line asks for, or a session file when tracing is not
+    configured yet; ``None`` to use the configuration the suite already has."""
+    given = request.config.getoption("--assay-store")
     if given:
         return str(given)
+    if _configured() or os.environ.get("ASSAY_STORE"):
+        return None
     return f"sqlite:///{tmp_path_factory.mktemp('assay') / 'assay.db'}"
 
 
 @pytest.fixture
 def assay_eval(request: pytest.FixtureRequest,
-               _assay_store_uri: str) -> Iterator[Callable[..., Any]]:
+               _assay_store_uri: str | None) -> Iterator[Callable[..., Any]]:
     """Run ``assay.evaluate(...)`` and fail the test if its gate fails.
 
     Keyword arguments of ``@pytest.mark.assay(...)`` are defaults for every call
     in the test; the call's own arguments win. Returns the EvaluationResult.
+
+    A suite that configured assay itself (``assay.configure`` in a conftest, with
+    its redaction and exporters) keeps its configuration; otherwise the
+    evaluations go to ``--assay-store``, ``ASSAY_STORE`` or a session file, and
+    the configuration made for them is undone after the test.
     """
     import assay
 
     marker = request.node.get_closest_marker(_MARKER)
     defaults: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     experiment = defaults.pop("experiment", "pytest")
-    previous = _configured_store()
-    if previous != _assay_store_uri:
+    installed = False
+    if _assay_store_uri is not None and _configured_store() != _assay_store_uri:
         assay.configure(store=_assay_store_uri, experiment=experiment)
+        installed = True
 
     def run(data: Any, scorers: Any = None, **options: Any) -> Any:
         kwargs = {**defaults, **options}
@@ -107,10 +119,20 @@ def assay_eval(request: pytest.FixtureRequest,
 
     yield run
     assay.flush()
+    if installed:
+        assay.shutdown()  # back to unconfigured: later tests see what they saw before
+
+
+def _configured() -> bool:
+    """Whether tracing was configured (explicitly, or by a first span) already."""
+    from assay.tracing import _runtime
+
+    return _runtime._STATE.rt is not None
 
 
 def _configured_store() -> str | None:
     from assay.tracing import _runtime
 
-    store = _runtime.current().store
-    return getattr(store, "uri", None)
+    if not _configured():
+        return None
+    return getattr(_runtime.current().store, "uri", None)

@@ -78,3 +78,24 @@ def test_a_suite_that_does_not_ask_is_untouched(pytester):
     result.assert_outcomes(passed=1)
     assert not list((pytester.path / "base").glob("assay*"))  # no store was made
     assert not list(pytester.path.glob("*.db"))
+
+
+def test_a_suite_that_configured_assay_keeps_its_configuration(pytester, tmp_path):
+    store = tmp_path / "mine.db"
+    pytester.makeconftest(f'''
+import assay
+assay.configure(store="sqlite:///{store}", experiment="mine",
+                redact=lambda span: span)
+''')
+    result = _run(pytester, '''
+def test_evaluates(assay_eval):
+    assay_eval(DATA, [exact_match()], predict_fn=shout)
+
+def test_after():
+    from assay.tracing import _runtime
+    rt = _runtime.current()
+    assert rt.store.uri.endswith("mine.db") and rt.experiment == "mine"
+''')
+    result.assert_outcomes(passed=2)
+    with sqlite3.connect(store) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)

@@ -134,7 +134,15 @@ class Comparison:
         return "\n".join(f"REGRESSION {m.message}" for m in self.regressions)
 
     def gate(self) -> GateResult:
-        """One regression check per compared feedback."""
+        """One regression check per compared feedback; a failed check when nothing
+        could be compared (no paired rows, or no feedback both runs have)."""
+        if not self.metrics:
+            return GateResult([Check(
+                "regression", f"comparison with baseline {self.baseline_run_id}", "*", False,
+                None, message=f"nothing compared with baseline {self.baseline_run_id}: "
+                              f"{self.unpaired_current} rows of this run and "
+                              f"{self.unpaired_baseline} of the baseline have no partner, "
+                              f"or the runs share no feedback")], self.level)
         return GateResult([
             Check("regression", f"{m.name} vs baseline {self.baseline_run_id}", m.name,
                   not m.regression, m.diff, m.diff, m.interval, m.message,
@@ -150,9 +158,15 @@ class Comparison:
         return "\n".join([head, *(f"  {m.message}" for m in self.metrics)])
 
 
-def resolve_run(ref: Any, *, experiment: str | None = None) -> Run:
+def resolve_run(ref: Any, *, experiment: str | None = None, exclude: str | None = None,
+                finished: bool = False) -> Run:
     """The run a baseline reference names: a :class:`Run`, a run id, a run name (its
     latest run), or a ``search_runs`` filter (its latest matching run).
+
+    Args:
+        exclude: a run id never to return from a name or filter (the run being
+            compared: an evaluation tagged like its baseline filter finds itself).
+        finished: with a name or filter, only FINISHED runs count.
 
     Raises:
         BaselineNotFound: nothing matches.
@@ -169,9 +183,14 @@ def resolve_run(ref: Any, *, experiment: str | None = None) -> Run:
         run = run_api.get_run(text)
         if run is not None:
             return run
-    found = _latest(run_api, _name_filter(text), experiment, quiet=True)
+    extra = ""
+    if exclude is not None:
+        extra += f" AND attributes.run_id != '{exclude}'"
+    if finished:
+        extra += " AND attributes.status = 'FINISHED'"
+    found = _latest(run_api, _name_filter(text) + extra, experiment, quiet=True)
     if not found and _FILTER_HINT.search(text):
-        found = _latest(run_api, text, experiment, quiet=False)
+        found = _latest(run_api, f"({text}){extra}", experiment, quiet=False)
     if not found:
         raise BaselineNotFound(f"baseline {ref!r}: no run matches (looked for a run id, a "
                                f"run name and a search_runs filter)")
@@ -202,7 +221,32 @@ def _latest(run_api: Any, where: str, experiment: str | None, *, quiet: bool) ->
 def compare(run: Any, baseline: Any, *, alpha: float = 0.05, tolerance: float = 0.0,
             level: float = 0.95, metrics: Sequence[str] | None = None,
             experiment: str | None = None) -> Comparison:
-    """Compare an evaluation run with a baseline run, paired by row."""
+    """Compare an evaluation run with a baseline run, paired by row.
+
+    Args:
+        run: the run (a :class:`~assay.Run`, a run id, a run name or a filter).
+        baseline: the baseline, the same ways; a name or filter picks the latest
+            FINISHED run other than ``run``, in ``experiment`` (default: the run's).
+        alpha: the significance level of each one-sided test.
+        tolerance: a drop this small is never a regression (a pass-rate fraction
+            for verdicts, score units for numbers).
+        level: the confidence level of the differences' intervals.
+        metrics: the feedback names to compare (default: every one both runs have).
+        experiment: where names and filters are looked up.
+
+    Returns:
+        A :class:`Comparison`; ``comparison.gate()`` gives its regression checks
+        (a failed one when nothing could be paired).
+
+    Raises:
+        BaselineNotFound: a reference names no run, or a run has no evaluation table.
+        ValueError: a bad ``alpha``, ``tolerance`` or feedback name.
+
+    Example:
+        >>> c = assay.compare(result.run_id, "tags.branch = 'main'")
+        >>> c.passed, [m.name for m in c.regressions]
+        (False, ['correctness'])
+    """
     from assay.evaluate import stats
     from assay.store import run_api
 
@@ -211,7 +255,8 @@ def compare(run: Any, baseline: Any, *, alpha: float = 0.05, tolerance: float = 
     if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
         raise ValueError(f"tolerance={tolerance!r}: expected a non-negative number")
     current_run = resolve_run(run, experiment=experiment)
-    base_run = resolve_run(baseline, experiment=experiment)
+    base_run = resolve_run(baseline, experiment=experiment or current_run.experiment,
+                           exclude=current_run.run_id, finished=True)
     current = _table(run_api, current_run)
     base = _table(run_api, base_run)
     names = _feedback_names(current, base, metrics)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,11 +201,11 @@ def _items(data: Any) -> list[Any]:
             raise InvalidData(f"the DataFrame has no 'inputs' or 'trace' column (it has "
                               f"{', '.join(map(str, data.columns)) or 'none'})")
         columns = [c for c in data.columns if c in ROW_KEYS]
-        if "trace" in data.columns and "trace_id" in data.columns:
-            # search_traces' frame: the trace says it all.
-            columns = ["trace"]
+        from_search = "trace" in data.columns and "trace_id" in data.columns
+        # search_traces' frame: the trace gives the row, and row columns added to
+        # it (expectations labelled by hand, say) are used; its own columns are not.
         unknown = [c for c in data.columns if c not in ROW_KEYS]
-        if unknown and columns != ["trace"]:
+        if unknown and not from_search:
             raise InvalidData(f"the DataFrame has an unknown column {unknown[0]!r}; a row has "
                               f"{', '.join(ROW_KEYS)}")
         return [{c: row[c] for c in columns if not is_missing(row[c])}
@@ -256,6 +257,27 @@ def to_rows(data: Any, *, has_predict_fn: bool) -> list[EvalRow]:
     return rows
 
 
+def canonical_text(value: Any) -> str:
+    """JSON text of a value that is the same in every process: sets sorted, and
+    memory addresses in ``repr`` text (``<Obj at 0x7f...>``) left out."""
+    text = json.dumps(to_jsonable(_sorted_sets(value)), sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"), default=str)
+    return _ADDRESS.sub("", text)
+
+
+def _sorted_sets(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted((_sorted_sets(v) for v in value), key=repr)
+    if isinstance(value, Mapping):
+        return {k: _sorted_sets(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_sorted_sets(v) for v in value]
+    return value
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def data_digest(rows: Sequence[EvalRow]) -> str:
     """A short hash of the rows' inputs, expectations and given outputs: the same
     data gives the same digest, whatever object it came in."""
@@ -263,7 +285,6 @@ def data_digest(rows: Sequence[EvalRow]) -> str:
     for row in rows:
         record = {"inputs": row.inputs, "expectations": row.expectations,
                   "outputs": None if row.outputs is MISSING else row.outputs}
-        h.update(json.dumps(to_jsonable(record), sort_keys=True, ensure_ascii=False,
-                            default=str).encode())
+        h.update(canonical_text(record).encode())
         h.update(b"\n")
     return h.hexdigest()[:16]

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from assay.errors import ConfigurationError, ScorerError
@@ -55,10 +56,12 @@ from assay.tracing.types import TRACE_EXPERIMENT
 if TYPE_CHECKING:
     from assay.store import LazyStore
 
-__all__ = ["RESULTS_TABLE", "evaluate"]
+__all__ = ["RESULTS_TABLE", "SCORERS_TABLE", "evaluate"]
 
 #: The name of the per-row table logged with the run.
 RESULTS_TABLE = "eval_results"
+#: The table of the scorers' full specs (a param holds a shortened one when long).
+SCORERS_TABLE = "scorers"
 #: Default worker threads (``ASSAY_EVAL_MAX_WORKERS`` overrides it).
 DEFAULT_MAX_WORKERS = 10
 _TRACE_FETCH_CHUNK = 200
@@ -72,7 +75,7 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
              run_name: str | None = None, max_workers: int | None = None,
              tags: dict[str, str] | None = None, progress: bool | None = None,
              thresholds: Mapping[str, str | float] | None = None,
-             max_error_rate: float = 0.0, repeats: int = 1,
+             max_error_rate: float | None = None, repeats: int = 1,
              reducer: str | Mapping[str, str] | None = None, confidence: float = 0.95,
              baseline: Any = None, fail_on_regression: bool = False, alpha: float = 0.05,
              tolerance: float = 0.0, cache: bool | None = None) -> EvaluationResult:
@@ -101,7 +104,8 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
             ">= 0.8 @lower"}`` (see :mod:`assay.evaluate.gates`); the verdict is
             ``result.gate``.
         max_error_rate: the share of rows a scorer (or ``predict_fn``) may fail on
-            before the gate fails (default 0: any error fails a gated evaluation).
+            before the gate fails; given alone, it gates the evaluation on errors.
+            With thresholds or a baseline it defaults to 0: any error fails the gate.
         repeats: try every row this many times (prediction and scores); each row's
             values are reduced to one by ``reducer`` and the spread is reported
             (``<name>/repeat_std`` or ``<name>/flip_rate``).
@@ -128,7 +132,7 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
         InvalidData: the data is empty or malformed (the message names the row).
         ScorerError: something in ``scorers`` is not a Scorer, or two share a name.
         GateError: a malformed threshold, or one on a metric the evaluation does
-            not have (raised after the run is logged: nothing is lost).
+            not have (raised after the run is logged and ended: nothing is lost).
         ConfigurationError: no trace store is configured, a bad setting (an
             unknown reducer, repeats below 1, ...), or
             ``experiment`` contradicts the active run's.
@@ -183,12 +187,16 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
             if reducers:
                 params["reducers"] = ", ".join(f"{k}={v}" for k, v in sorted(reducers.items()))
             run_api.log_params(params, run_id=run_id)
+            if scorer_list:
+                run_api.log_table([{"name": s.name, "spec": s.spec()} for s in scorer_list],
+                                  SCORERS_TABLE, run_id=run_id)
             run_api.set_tags({"assay.evaluation": "true", **(tags or {})}, run_id=run_id)
             states = [Attempt(row, repeat) for row in rows for repeat in range(repeats)]
             if predict_fn is not None:
                 _predict(states, predict_fn, exp, workers, progress)
             else:
                 _record_given(states, exp)
+            _warn_untraced(states)
             if any("trace" in s.parameters for s in scorer_list):
                 _attach_traces(store, states)
             _score(states, scorer_list, workers, progress)
@@ -209,26 +217,26 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
                                       errors=_errors(states), feedback_names=names,
                                       experiment=exp, intervals=intervals,
                                       confidence=confidence)
-            if baseline is not None:
-                from assay.evaluate.compare import compare
-
-                _runtime.flush()
-                result.comparison = compare(run_id, baseline, alpha=alpha,
-                                            tolerance=tolerance, level=confidence)
-            if parsed or baseline is not None:
-                gate = gates.check(result, parsed, max_error_rate=max_error_rate)
-                if fail_on_regression and result.comparison is not None:
-                    gate = gate + result.comparison.gate()
-                result.gate = gate
-                run_api.log_metrics({"gate/passed": float(gate.passed),
-                                     "gate/failed_checks": float(len(gate.failed))},
-                                    run_id=run_id)
-                run_api.set_tags({"assay.gate": "passed" if gate.passed else "failed"},
-                                 run_id=run_id)
     finally:
         if cache_token is not None:
             JUDGE_CACHE.reset(cache_token)
+    # The evaluation is done and its run ended: what follows judges it, and an
+    # error here (a threshold on a metric it lacks) loses nothing already logged.
     _runtime.flush()
+    if baseline is not None:
+        from assay.evaluate.compare import compare
+
+        result.comparison = compare(run_id, baseline, alpha=alpha, tolerance=tolerance,
+                                    level=confidence)
+    if parsed or baseline is not None or max_error_rate is not None:
+        gate = gates.check(result, parsed, max_error_rate=max_error_rate or 0.0)
+        if fail_on_regression and result.comparison is not None:
+            gate = gate + result.comparison.gate()
+        result.gate = gate
+        run_api.log_metrics({"gate/passed": float(gate.passed),
+                             "gate/failed_checks": float(len(gate.failed))}, run_id=run_id)
+        run_api.set_tags({"assay.gate": "passed" if gate.passed else "failed"},
+                         run_id=run_id)
     return result
 
 
@@ -247,7 +255,8 @@ def _check_options(repeats: Any, confidence: Any, alpha: Any, tolerance: Any,
         raise ConfigurationError(f"alpha={alpha!r}: expected a probability between 0 and 1")
     if not number(tolerance) or tolerance < 0:
         raise ConfigurationError(f"tolerance={tolerance!r}: expected a non-negative number")
-    if not number(max_error_rate) or not 0 <= max_error_rate <= 1:
+    if max_error_rate is not None and (not number(max_error_rate)
+                                       or not 0 <= max_error_rate <= 1):
         raise ConfigurationError(f"max_error_rate={max_error_rate!r}: expected a share from "
                                  f"0 to 1")
     if cache not in (None, True, False):
@@ -310,13 +319,12 @@ def _qualified(func: Any) -> str:
 
 def _params(data: Any, rows: list[EvalRow], scorers: list[Scorer],
             predict_fn: Callable[..., Any] | None, workers: int) -> dict[str, str]:
-    import json
 
     params = {"data.rows": str(len(rows)), "data.digest": data_digest(rows),
               "max_workers": str(workers),
               "scorers": ", ".join(s.name for s in scorers) or "(none)"}
     for s in scorers:
-        params[f"scorer.{s.name}"] = json.dumps(s.spec(), sort_keys=True, default=str)
+        params[f"scorer.{s.name}"] = _spec_param(s.spec())
     if predict_fn is not None:
         params["predict_fn"] = _qualified(predict_fn)
     name = getattr(data, "name", None)
@@ -325,6 +333,32 @@ def _params(data: Any, rows: list[EvalRow], scorers: list[Scorer],
         params["dataset.version"] = str(data.version)
         params["dataset.digest"] = str(data.digest)
     return params
+
+
+def _spec_param(spec: dict[str, Any]) -> str:
+    """A scorer's spec as a run param: its JSON, with long texts (a judge's
+    instructions) cut to fit and the whole spec's SHA-256, so that two runs scored
+    by different prompts never look alike. The full specs are the run's
+    ``scorers`` table."""
+    import hashlib
+    import json
+
+    from assay.store.run_api import MAX_PARAM_CHARS
+
+    text = json.dumps(spec, sort_keys=True, default=str)
+    if len(text) <= MAX_PARAM_CHARS:
+        return text
+    cut = {k: (v[:_SPEC_TEXT_CHARS] + "...[cut]" if isinstance(v, str)
+               and len(v) > _SPEC_TEXT_CHARS else v) for k, v in spec.items()}
+    cut["spec_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    shown = json.dumps(cut, sort_keys=True, default=str)
+    if len(shown) > MAX_PARAM_CHARS:
+        shown = json.dumps({"name": spec.get("name"), "kind": spec.get("kind"),
+                            "spec_sha256": cut["spec_sha256"]}, sort_keys=True)
+    return shown
+
+
+_SPEC_TEXT_CHARS = 1_000
 
 
 # -- running jobs -------------------------------------------------------------
@@ -404,6 +438,21 @@ def _begin_row(span: Any, state: Attempt, experiment: str) -> None:
 
 
 @contextmanager
+def _new_trace() -> Iterator[None]:
+    """Make the next span a root: each row is a trace of its own, even when
+    ``evaluate()`` is called inside a span (a traced CI entry point). The active
+    run and everything else in the context stay."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace as trace_api
+
+    token = otel_context.attach(trace_api.set_span_in_context(trace_api.INVALID_SPAN))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+@contextmanager
 def _attempting(state: Attempt, name: str, experiment: str, bar: Progress) -> Iterator[Any]:
     """The trace and bookkeeping around one prediction: yields the row's root span;
     an exception from the block becomes the attempt's error (recorded on the span)."""
@@ -411,7 +460,7 @@ def _attempting(state: Attempt, name: str, experiment: str, bar: Progress) -> It
 
     began = time.perf_counter()
     try:
-        with start_span(name, span_type="CHAIN", inputs=state.row.inputs) as span:
+        with _new_trace(), start_span(name, span_type="CHAIN", inputs=state.row.inputs) as span:
             _begin_row(span, state, experiment)
             yield span
     except Exception as exc:
@@ -457,10 +506,25 @@ def _record_given(states: list[Attempt], experiment: str) -> None:
         if row.index in traced:
             state.trace_id = traced[row.index]
             continue
-        with start_span("evaluation_row", span_type="CHAIN", inputs=row.inputs) as span:
+        with _new_trace(), start_span("evaluation_row", span_type="CHAIN",
+                                      inputs=row.inputs) as span:
             _begin_row(span, state, experiment)
             span.set_outputs(row.outputs)
         traced[row.index] = state.trace_id
+
+
+def _warn_untraced(states: list[Attempt]) -> None:
+    """Say so when rows got no trace although tracing is on (a sampling ratio below
+    1 drops evaluation rows too): their feedback has nowhere to go."""
+    from assay.tracing import _runtime
+
+    rt = _runtime.current()
+    missing = sum(s.trace_id is None for s in states)
+    if missing and rt.enabled:
+        _runtime.log.warning(
+            "assay.evaluate: %d of %d rows have no trace (sampling_ratio=%s): their scores "
+            "are in the run's table but not stored as feedback on a trace", missing,
+            len(states), rt.settings.sampling_ratio)
 
 
 def _attach_traces(store: LazyStore, states: list[Attempt]) -> None:
@@ -500,8 +564,19 @@ def _score(states: list[Attempt], scorers: list[Scorer], workers: int,
 
     with Progress("score", len(jobs), enabled=progress) as bar:
         _run_all(list(range(len(jobs))), one, workers, "assay-score")
+    owners: dict[str, Scorer] = {s.name: s for s in scorers}
     for (state, s), feedback in zip(jobs, results, strict=True):
-        state.feedback.extend((s, f) for f in feedback)
+        for f in feedback:
+            name = str(f.name)
+            owner = owners.setdefault(name, s)
+            if owner is not s:
+                f = Feedback.from_error(
+                    f"returned feedback named {name!r}, which scorer {owner.name!r} also "
+                    f"gives; feedback names must be unique across scorers", name=s.name)
+            elif isinstance(f.value, float) and not math.isfinite(f.value):
+                f = replace(f, value=None, error=f"returned {f.value!r}, not a score: a "
+                                                 f"number to aggregate must be finite")
+            state.feedback.append((s, f))
 
 
 def _score_one(state: Attempt, s: Scorer) -> list[Feedback]:

@@ -44,6 +44,8 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 _CLOSE = 1e-9  # == and != compare floats to within this
 #: Aggregations that exist only when a feedback has values (``count`` always does).
 _VALUE_METRICS = frozenset({"mean", "min", "max", "median", "std", "sum"})
+#: Aggregations that carry a confidence interval (with percentiles ``p<N>``).
+_INTERVAL_METRICS = frozenset({"mean", "median", "pass_rate"})
 
 
 class GateError(AssayError, ValueError):
@@ -182,8 +184,8 @@ def threshold_check(threshold: Threshold, metrics: Mapping[str, float],
         GateError: the metric does not exist, or the threshold asks for an interval
             bound the metric has none for.
     """
-    feedback = threshold.metric.rsplit("/", 1)[0]
-    if threshold.metric not in metrics and f"{feedback}/error_count" in metrics \
+    feedback, _, aggregation = threshold.metric.rpartition("/")
+    if threshold.metric not in metrics and metrics.get(f"{feedback}/error_count", 0) > 0 \
             and f"{feedback}/pass_rate" not in metrics and not any(
                 k.startswith(f"{feedback}/") and k.rsplit("/", 1)[1] in _VALUE_METRICS
                 for k in metrics):
@@ -199,6 +201,12 @@ def threshold_check(threshold: Threshold, metrics: Mapping[str, float],
     estimate = float(metrics[threshold.metric])
     interval = intervals.get(threshold.metric)
     if threshold.bound != "point" and interval is None:
+        if aggregation in _INTERVAL_METRICS or aggregation.startswith("p"):
+            # Too few values for an interval: the bound cannot be shown to hold.
+            return Check("threshold", str(threshold), threshold.metric, False, None,
+                         estimate, None, f"{threshold}: no interval (fewer than 2 values; "
+                                         f"estimate {_fmt(estimate)}), so the "
+                                         f"{threshold.bound} bound cannot be shown to hold")
         raise GateError(f"threshold {threshold}: {threshold.metric!r} has no confidence "
                         f"interval; drop the @{threshold.bound}")
     observed = estimate if threshold.bound == "point" else (

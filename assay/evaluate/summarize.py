@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assay.errors import ConfigurationError
-from assay.evaluate.data import MISSING, EvalRow
+from assay.evaluate.data import MISSING, EvalRow, canonical_text
 from assay.evaluate.scorers import Feedback, Scorer, aggregate
-from assay.tracing.serialize import to_jsonable
 
 __all__ = ["REDUCERS", "Attempt", "RowOutcome", "RowScore", "check_reducers", "metrics_of",
            "reduce_row", "row_keys", "table_of"]
@@ -96,8 +95,7 @@ def row_keys(rows: Sequence[EvalRow]) -> list[str]:
     seen: Counter[str] = Counter()
     keys: list[str] = []
     for row in rows:
-        text = json.dumps(to_jsonable(row.inputs), sort_keys=True, ensure_ascii=False,
-                          separators=(",", ":"), default=str)
+        text = canonical_text(row.inputs)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         keys.append(digest if not seen[digest] else f"{digest}#{seen[digest]}")
         seen[digest] += 1
@@ -148,30 +146,41 @@ def _verdict(scorer: Scorer, value: Any) -> bool | None:
 
 
 def reduce_row(scorer: Scorer, feedback: Sequence[Feedback], reducer: str | None) -> RowScore:
-    """The row's value for one feedback name from its attempts' feedback."""
+    """The row's value for one feedback name from its attempts' feedback.
+
+    ``pass@k`` and ``pass^k`` need verdicts (bool values, or a ``pass_if``): their
+    value is the verdict, also for a single attempt; an attempt that errored counts
+    as not passed for ``pass^k`` and is skipped by ``pass@k``.
+    """
     good = [f for f in feedback if f.error is None]
     errors = len(feedback) - len(good)
     values = [f.value for f in feedback]
     if not good:
         first_error = feedback[0].error if feedback else "no feedback"
         return RowScore(None, None, None, first_error, values, errors, None)
-    if len(good) == 1:
-        f = good[0]
-        return RowScore(f.value, _verdict(scorer, f.value), f.rationale, None, values, errors,
-                        None)
     kept = [f.value for f in good]
     numbers = [_numeric(v) for v in kept]
     all_bool = all(isinstance(v, bool) for v in kept)
-    how = reducer or ("mean" if all(n is not None for n in numbers) and not all_bool
-                      else "majority")
     verdicts = [_verdict(scorer, v) for v in kept]
+    spread: float | None = None
+    if len(good) > 1:
+        if all(n is not None for n in numbers) and not all_bool:
+            spread = statistics.pstdev(n for n in numbers if n is not None)
+        else:
+            spread = float(len({json.dumps(v, default=str) for v in kept}) > 1)
     value: Any
     passed: bool | None
-    if how in ("pass@k", "pass^k"):
-        known = [v for v in verdicts if v is not None]
-        passed = (any(known) if how == "pass@k" else all(known)) if known else None
+    if reducer in ("pass@k", "pass^k"):
+        if any(v is None for v in verdicts):
+            return RowScore(None, None, None,
+                            f"{reducer} needs a pass/fail verdict for every value: return "
+                            f"bools or give the scorer pass_if", values, errors, spread)
+        passed = any(verdicts) if reducer == "pass@k" else (all(verdicts) and not errors)
         value = passed
-    elif how == "mean" and all(n is not None for n in numbers):
+    elif len(good) == 1:
+        value, passed = kept[0], verdicts[0]
+    elif (reducer or ("majority" if all_bool else "mean")) == "mean" and all(
+            n is not None for n in numbers):
         value = statistics.fmean(n for n in numbers if n is not None)
         passed = (value >= 0.5) if all_bool and scorer.pass_if is None else \
             _verdict(scorer, value)
@@ -180,10 +189,6 @@ def reduce_row(scorer: Scorer, feedback: Sequence[Feedback], reducer: str | None
         passed = _verdict(scorer, value)
     rationale = next((f.rationale for f in good if f.value == value and f.rationale), None) \
         or good[0].rationale
-    if all(n is not None for n in numbers) and not all_bool:
-        spread: float | None = statistics.pstdev(n for n in numbers if n is not None)
-    else:
-        spread = float(len({json.dumps(v, default=str) for v in kept}) > 1)
     return RowScore(value, passed, rationale, None, values, errors, spread)
 
 

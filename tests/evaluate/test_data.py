@@ -103,3 +103,12 @@ def test_the_digest_follows_the_content_not_the_container():
     digest = data_digest(to_rows(data, has_predict_fn=False))
     assert digest == data_digest(to_rows(same, has_predict_fn=False))
     assert digest != data_digest(to_rows(other, has_predict_fn=False))
+
+
+def test_row_columns_added_to_a_search_traces_frame_are_used(tracing, fetch):
+    _stored_trace(fetch, "paris?", expected="OLD")
+    frame = assay.search_traces()
+    frame["expectations"] = [{"expected_response": "PARIS?"}]
+    rows = to_rows(frame, has_predict_fn=False)
+    assert rows[0].expectations == {"expected_response": "PARIS?"}
+    assert rows[0].outputs == "PARIS?"

@@ -333,3 +333,11 @@ def test_without_a_store_the_evaluation_says_so(tmp_path):
     assay.configure(store="none")
     with pytest.raises(ConfigurationError, match="no trace store is configured"):
         assay.evaluate(DATA, [short], predict_fn=app)
+
+
+def test_rows_that_sampling_left_without_a_trace_are_reported(db_uri, caplog):
+    assay.configure(store=db_uri, experiment="test", sampling_ratio=0.0)
+    with caplog.at_level("WARNING", logger="assay"):
+        result = assay.evaluate(DATA, [short], predict_fn=app)
+    assert result.metrics["short/mean"] == pytest.approx(2 / 3)
+    assert "3 of 3 rows have no trace (sampling_ratio=0.0)" in caplog.text

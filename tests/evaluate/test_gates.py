@@ -201,3 +201,138 @@ def test_an_unknown_baseline_is_a_clear_error(tracing):
     assay.evaluate(DATA[:2], [exact_match()], predict_fn=right)
     with pytest.raises(BaselineNotFound, match="no run matches"):
         assay.evaluate(DATA[:2], [exact_match()], predict_fn=right, baseline="no-such-run")
+
+
+# -- soundness of the gate's edges ------------------------------------------------------
+
+
+def test_a_baseline_filter_matching_the_run_itself_finds_the_previous_run(tracing):
+    first = assay.evaluate(DATA, [exact_match()], predict_fn=right, tags={"branch": "main"})
+    later = assay.evaluate(DATA, [exact_match()], predict_fn=worse, tags={"branch": "main"},
+                           baseline="tags.branch = 'main'", fail_on_regression=True)
+    assert later.comparison.baseline_run_id == first.run_id
+    assert not later.gate.passed
+    assay.evaluate(DATA, [exact_match()], predict_fn=right, run_name="solo")
+    with pytest.raises(BaselineNotFound):
+        assay.evaluate(DATA, [exact_match()], predict_fn=right, run_name="fresh",
+                       tags={"branch": "fresh"}, baseline="tags.branch = 'fresh'")
+
+
+def test_nothing_to_pair_fails_a_regression_gate(tracing):
+    assay.evaluate([{"inputs": {"city": "Paris"}, "outputs": "Paris"}], [exact_match()],
+                   run_name="other-data")
+    result = assay.evaluate(DATA, [exact_match()], predict_fn=right, baseline="other-data",
+                            fail_on_regression=True)
+    assert not result.gate.passed
+    assert "nothing compared with baseline" in result.gate.reason
+
+
+def test_errors_alone_gate_when_max_error_rate_is_given(tracing):
+    @assay.scorer
+    def broken(outputs) -> bool:
+        raise RuntimeError("no")
+
+    result = assay.evaluate(DATA[:3], [broken], predict_fn=right, max_error_rate=0.5)
+    assert result.gate is not None and not result.gate.passed
+    assert assay.evaluate(DATA[:3], [nonempty], predict_fn=right).gate is None
+
+
+def test_a_gate_error_comes_after_the_run_ended_finished(tracing):
+    with pytest.raises(GateError):
+        assay.evaluate(DATA[:3], [exact_match()], predict_fn=right, run_name="judged",
+                       thresholds={"missing/mean": ">= 1"})
+    run = assay.search_runs("run_name = 'judged'", return_type="list")[0]
+    assert run.status == "FINISHED" and "exact_match/mean" in run.metrics
+
+
+def test_a_bound_without_an_interval_fails_instead_of_passing(tracing):
+    result = assay.evaluate(DATA[:1], [exact_match()], predict_fn=right)
+    gate = result.check({"exact_match/mean": ">= 0.5 @lower"})
+    assert not gate.passed and "no interval (fewer than 2 values" in gate.reason
+
+
+def test_non_finite_scores_and_clashing_feedback_names_are_errors(tracing):
+    @assay.scorer
+    def similarity(outputs) -> float:
+        return float("nan") if outputs == "Rome" else 1.0
+
+    @assay.scorer
+    def thief(outputs):
+        return assay.Feedback(1.0, name="similarity")
+
+    result = assay.evaluate(DATA, [similarity, thief], predict_fn=right)
+    assert result.metrics["similarity/error_count"] == 4
+    assert result.metrics["thief/error_count"] == 40
+    assert "which scorer 'similarity' also gives" in result.table["thief/error"][0]
+    assert not result.check({"similarity/mean": ">= 0.5"}).passed
+
+
+def test_pass_at_k_reducers_give_verdicts_and_need_them(tracing):
+    @assay.scorer(pass_if=">= 0.5")
+    def score(outputs) -> float:
+        return 0.3
+
+    @assay.scorer
+    def raw(outputs) -> float:
+        return 0.7
+
+    once = assay.evaluate(DATA[:2], [score], predict_fn=right, reducer="pass@k")
+    assert list(once.table["score/value"]) == [False, False]
+    assert once.metrics["score/mean"] == 0.0
+    no_verdict = assay.evaluate(DATA[:2], [raw], predict_fn=right, reducer="pass^k")
+    assert no_verdict.metrics["raw/error_count"] == 0
+    assert "needs a pass/fail verdict" in no_verdict.table["raw/error"][0]
+
+    calls = itertools.count()
+
+    @assay.scorer
+    def sometimes(outputs) -> bool:
+        if next(calls) % 2:
+            raise RuntimeError("flaky")
+        return True
+
+    strict = assay.evaluate(DATA[:2], [sometimes], predict_fn=right, repeats=2,
+                            reducer="pass^k", max_workers=1)
+    assert list(strict.table["sometimes/passed"]) == [False, False]
+
+
+def test_row_keys_and_digests_do_not_depend_on_the_process():
+    from assay.evaluate.data import EvalRow, canonical_text
+    from assay.evaluate.summarize import row_keys
+
+    class Tool:
+        pass
+
+    a = canonical_text({"tags": {"b", "a", "c"}, "tool": Tool()})
+    b = canonical_text({"tool": Tool(), "tags": {"c", "b", "a"}})
+    assert a == b and "0x" not in a
+    rows = [EvalRow(0, {"q": 1}), EvalRow(1, {"q": 1}), EvalRow(2, {"q": 2})]
+    keys = row_keys(rows)
+    assert keys[1] == keys[0] + "#1" and len(set(keys)) == 3
+
+
+def test_rows_are_traces_of_their_own_inside_a_span(tracing):
+    @assay.scorer
+    def spans_in_trace(trace) -> int:
+        return len(trace.spans)
+
+    with assay.start_span("ci-job"):
+        result = assay.evaluate(DATA[:3], [spans_in_trace], predict_fn=right)
+    assert result.table["trace_id"].nunique() == 3
+    assert list(result.table["spans_in_trace/value"]) == [1, 1, 1]
+
+
+def test_a_long_judge_prompt_is_cut_in_the_param_and_kept_whole_in_a_table(tracing):
+    from assay.judges import make_judge
+    from tests.evaluate.judge_server import JudgeServer
+
+    instructions = "Judge {{ outputs }} carefully. " + "Be strict. " * 800
+    with JudgeServer() as server:
+        judge = make_judge("strict", instructions, model="openai:/m",
+                           base_url=server.openai_base_url, api_key="k", cache=False)
+        result = assay.evaluate(DATA[:1], [judge, nonempty], predict_fn=right)
+    assert result.metrics["strict/error_count"] == 0
+    param = assay.get_run(result.run_id).params["scorer.strict"]
+    assert len(param) <= 6000 and "spec_sha256" in param and "...[cut]" in param
+    specs = assay.load_table(result.run_id, "scorers")
+    assert specs["spec"][0]["instructions"] == instructions
