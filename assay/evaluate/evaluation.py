@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -594,20 +595,45 @@ def _score_one(state: Attempt, s: Scorer) -> list[Feedback]:
 
 def _run_with_timeout(s: Scorer, fields: dict[str, Any], timeout: float) -> list[Feedback]:
     """``s.run`` with a deadline: past it the row gets a timeout error and the call
-    is left to finish on its own (a thread cannot be stopped)."""
+    is left to finish on its own (a thread cannot be stopped). At most
+    :data:`_MAX_OVERDUE` calls of one scorer may be left running at a time; past
+    that, its further rows get an error at once instead of another thread."""
+    with _OVERDUE_LOCK:
+        if _OVERDUE.get(s, 0) >= _MAX_OVERDUE:
+            return [Feedback.from_error(
+                f"not scored: {_MAX_OVERDUE} earlier calls of this scorer are still running "
+                f"past their {timeout:g} s timeout", name=s.name)]
     box: list[list[Feedback]] = []
     done = threading.Event()
+    overdue = threading.Event()
     context = contextvars.copy_context()
 
     def target() -> None:
-        box.append(s.run(**fields))
-        done.set()
+        try:
+            box.append(s.run(**fields))
+        finally:
+            with _OVERDUE_LOCK:
+                done.set()
+                if overdue.is_set():
+                    _OVERDUE[s] -= 1
 
     threading.Thread(target=context.run, args=(target,), daemon=True,
                      name=f"assay-scorer-{s.name}").start()
-    if not done.wait(timeout):
-        return [Feedback.from_error(f"timed out after {timeout:g} s", name=s.name)]
+    if done.wait(timeout):
+        return box[0]
+    with _OVERDUE_LOCK:
+        if not done.is_set():
+            overdue.set()
+            _OVERDUE[s] = _OVERDUE.get(s, 0) + 1
+            return [Feedback.from_error(f"timed out after {timeout:g} s", name=s.name)]
     return box[0]
+
+
+#: Calls past their timeout still running, by scorer (a hung judge endpoint must
+#: not leave a thread behind for every row).
+_OVERDUE: weakref.WeakKeyDictionary[Scorer, int] = weakref.WeakKeyDictionary()
+_OVERDUE_LOCK = threading.Lock()
+_MAX_OVERDUE = 32
 
 
 # -- record -------------------------------------------------------------------

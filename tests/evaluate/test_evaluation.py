@@ -341,3 +341,17 @@ def test_rows_that_sampling_left_without_a_trace_are_reported(db_uri, caplog):
         result = assay.evaluate(DATA, [short], predict_fn=app)
     assert result.metrics["short/mean"] == pytest.approx(2 / 3)
     assert "3 of 3 rows have no trace (sampling_ratio=0.0)" in caplog.text
+
+
+def test_a_hung_scorer_leaves_a_bounded_number_of_threads(tracing):
+    @assay.scorer(timeout=0.02)
+    def hangs(outputs) -> bool:
+        time.sleep(0.5)
+        return True
+
+    result = assay.evaluate(DATA * 20, [hangs], predict_fn=app, max_workers=10)
+    errors = list(result.table["hangs/error"])
+    assert all(e is not None for e in errors)
+    assert any("still running past their 0.02 s timeout" in e for e in errors)
+    alive = [t for t in threading.enumerate() if t.name == "assay-scorer-hangs"]
+    assert len(alive) <= 32 + 10  # overdue ones, and one in flight per worker
