@@ -398,7 +398,10 @@ class Scorer:
 
 def run_awaitable(awaitable: Any) -> Any:
     """Wait for an awaitable from synchronous code: on a fresh event loop, or, when
-    this thread already runs one (a notebook), on a helper thread's."""
+    this thread already runs one (a notebook), on a helper thread's own loop while
+    this thread waits. A coroutine that needs the caller's loop (a client, event or
+    timer made on it) cannot run this way: call ``evaluate()`` off that loop
+    (``await asyncio.to_thread(assay.evaluate, ...)``)."""
     import asyncio  # imported here: asyncio costs ~35 ms, off ``import assay``
 
     async def wait() -> Any:
