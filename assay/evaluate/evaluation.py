@@ -198,6 +198,10 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
             else:
                 _record_given(states, exp)
             _warn_untraced(states)
+            # The rows' traces are written before scoring starts: the writer and
+            # the scorers would otherwise contend for the GIL, and scorers asking
+            # for a trace read it back.
+            _runtime.flush()
             if any("trace" in s.parameters for s in scorer_list):
                 _attach_traces(store, states)
             _score(states, scorer_list, workers, progress)
@@ -368,36 +372,76 @@ _T = TypeVar("_T")
 
 
 def _run_all(jobs: list[_T], fn: Callable[[_T], None], workers: int, name: str) -> None:
-    """``fn(job)`` for every job on ``workers`` threads that pull the next job as they
-    finish one; each call runs in its own copy of the caller's context (the active
-    run, the current span). An exception from ``fn`` (a bug, not a row's failure:
-    those are caught inside) is raised here once every thread has stopped."""
+    """``fn(job)`` for every job on up to ``workers`` threads that pull the next job
+    as they finish one; each call runs in its own copy of the caller's context (the
+    active run, the current span). An exception from ``fn`` (a bug, not a row's
+    failure: those are caught inside) is raised here once every thread has stopped.
+
+    Threads are added only while the jobs wait on something: one starts, and the
+    rest join when every running thread has been inside one job for longer than
+    :data:`_BUSY_S` (a model call, a sleep). Jobs that only compute (a cache hit, a
+    string check) then run on one thread instead of contending for the GIL on many.
+    """
     base = contextvars.copy_context()
     feed = iter(jobs)
     lock = threading.Lock()
     failures: list[BaseException] = []
+    remaining = [len(jobs)]
+    since: dict[int, float] = {}  # thread index -> when its current job began
+    finished = threading.Event()
 
-    def work() -> None:
+    def work(index: int) -> None:
         while not failures:
             with lock:
                 job = next(feed, _DONE)
-            if job is _DONE:
-                return
+                if job is _DONE:
+                    since.pop(index, None)
+                    return
+                since[index] = time.monotonic()
             try:
                 base.copy().run(fn, job)
             except BaseException as exc:
                 failures.append(exc)
+            finally:
+                with lock:
+                    since[index] = math.inf
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        finished.set()
 
-    threads = [threading.Thread(target=work, name=f"{name}-{i}", daemon=True)
-               for i in range(min(workers, len(jobs)))]
-    for thread in threads:
+    wanted = min(workers, len(jobs))
+    threads: list[threading.Thread] = []
+
+    def add() -> None:
+        thread = threading.Thread(target=work, args=(len(threads),),
+                                  name=f"{name}-{len(threads)}", daemon=True)
+        threads.append(thread)
         thread.start()
+
+    if wanted:
+        add()
+    # The watch backs off while the jobs compute, so that it does not take the GIL
+    # from them every millisecond; it looks again soon after adding a thread.
+    pause = _BUSY_S / 2
+    while len(threads) < wanted and not finished.wait(pause) and not failures:
+        now = time.monotonic()
+        with lock:
+            busy = [began for began in since.values() if began != math.inf]
+            all_waiting = len(busy) == len(threads) and all(now - b > _BUSY_S for b in busy)
+        if all_waiting:
+            add()
+            pause = _BUSY_S / 2
+        else:
+            pause = min(pause * 2, _WATCH_MAX_S)
     for thread in threads:
         thread.join()
     if failures:
         raise failures[0]
 
 
+#: How long every running job must have waited before another thread is added.
+_BUSY_S = 0.002
+_WATCH_MAX_S = 0.050
 _DONE: Any = object()
 
 
