@@ -64,9 +64,12 @@ if _typing.TYPE_CHECKING:
         search_datasets,
     )
     from assay.store.run_api import (
+        ActiveRun,
         Run,
         active_run,
+        delete_run,
         end_run,
+        get_metric_history,
         get_run,
         load_table,
         log_metric,
@@ -87,7 +90,8 @@ _LAZY = {
     "EvaluationResult": "assay.evaluate.results",
     **dict.fromkeys(("Dataset", "create_dataset", "delete_dataset", "get_dataset",
                      "search_datasets"), "assay.store.datasets"),
-    **dict.fromkeys(("Run", "active_run", "end_run", "get_run", "load_table", "log_metric",
+    **dict.fromkeys(("ActiveRun", "Run", "active_run", "delete_run", "end_run",
+                     "get_metric_history", "get_run", "load_table", "log_metric",
                      "log_metrics", "log_param", "log_params", "log_table", "search_runs",
                      "set_tag", "set_tags", "start_run"), "assay.store.run_api"),
 }
@@ -110,6 +114,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "__version__",
     "active_run",
+    "ActiveRun",
     "AssayError",
     "Assessment",
     "AssessmentSource",
@@ -120,6 +125,7 @@ __all__ = [
     "create_dataset",
     "Dataset",
     "delete_dataset",
+    "delete_run",
     "delete_trace_tag",
     "delete_traces",
     "end_run",
@@ -130,6 +136,7 @@ __all__ = [
     "get_current_span",
     "get_dataset",
     "get_last_trace_id",
+    "get_metric_history",
     "get_run",
     "get_trace",
     "InvalidData",
