@@ -411,36 +411,17 @@ def _resolve(ref: str, experiment: str | None = None) -> Any:
 
 
 def _table_intervals(run: Any, table: Any) -> dict[str, tuple[float, float]]:
-    """Confidence intervals of each feedback's mean and pass rate, from the run's
-    per-row table, as the evaluation computed them (Wilson for pass rates, the
-    seeded bootstrap for means; at the run's ``confidence`` param, default 0.95)."""
-    from assay.evaluate import stats
+    """The confidence intervals the evaluation logged with the run (its
+    ``intervals`` table), by metric; none for a run without one."""
+    from assay.errors import AssayError
+    from assay.evaluate.evaluation import INTERVALS_TABLE
+    from assay.store.run_api import load_table
 
     try:
-        level = float(run.params.get("confidence", 0.95))
-    except ValueError:
-        level = 0.95
-    found: dict[str, tuple[float, float]] = {}
-    for column in table.columns:
-        if not column.endswith("/value"):
-            continue
-        name = column[: -len("/value")]
-        errors = table.get(f"{name}/error")
-        ok = [not (isinstance(e, str) and e) for e in
-              (errors.tolist() if errors is not None else [None] * len(table))]
-        values = [float(v) for v, good in zip(table[column].tolist(), ok, strict=True)
-                  if good and isinstance(v, (int, float)) and math.isfinite(v)]
-        if len(values) >= 2 and f"{name}/mean" in run.metrics:
-            found[f"{name}/mean"] = stats.bootstrap_interval(values, statistic="mean",
-                                                             level=level)
-        passed = table.get(f"{name}/passed")
-        if passed is not None and f"{name}/pass_rate" in run.metrics:
-            verdicts = [bool(v) for v, good in zip(passed.tolist(), ok, strict=True)
-                        if good and isinstance(v, bool)]
-            if verdicts:
-                found[f"{name}/pass_rate"] = stats.wilson_interval(sum(verdicts),
-                                                                   len(verdicts), level)
-    return found
+        rows = load_table(run.run_id, INTERVALS_TABLE).to_dict("records")
+    except AssayError:  # no such table: a run logged without intervals
+        return {}
+    return {str(r["metric"]): (float(r["low"]), float(r["high"])) for r in rows}
 
 
 def _load_results_table(run: Any) -> Any:

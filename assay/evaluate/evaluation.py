@@ -57,12 +57,14 @@ from assay.tracing.types import TRACE_EXPERIMENT
 if TYPE_CHECKING:
     from assay.store import LazyStore
 
-__all__ = ["RESULTS_TABLE", "SCORERS_TABLE", "evaluate"]
+__all__ = ["INTERVALS_TABLE", "RESULTS_TABLE", "SCORERS_TABLE", "evaluate"]
 
 #: The name of the per-row table logged with the run.
 RESULTS_TABLE = "eval_results"
 #: The table of the scorers' full specs (a param holds a shortened one when long).
 SCORERS_TABLE = "scorers"
+#: The table of the metrics' confidence intervals: metric, low, high, level.
+INTERVALS_TABLE = "intervals"
 #: Default worker threads (``ASSAY_EVAL_MAX_WORKERS`` overrides it).
 DEFAULT_MAX_WORKERS = 10
 _TRACE_FETCH_CHUNK = 200
@@ -179,7 +181,7 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
         scope = _joined()
     cache_token = JUDGE_CACHE.set(False) if cache is False else None
     try:
-        with scope:
+        with _old_objects_frozen(), scope:
             run = run_api.active_run()
             assert run is not None
             run_id, exp = run.run_id, run.experiment
@@ -218,6 +220,10 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
             table = table_of(outcomes, names, repeats=repeats)
             run_api.log_metrics(metrics, run_id=run_id)
             run_api.log_table(table, RESULTS_TABLE, run_id=run_id)
+            if intervals:
+                run_api.log_table([{"metric": k, "low": lo, "high": hi, "level": confidence}
+                                   for k, (lo, hi) in intervals.items()],
+                                  INTERVALS_TABLE, run_id=run_id)
             result = EvaluationResult(run_id=run_id, metrics=metrics, table=table,
                                       errors=_errors(states), feedback_names=names,
                                       experiment=exp, intervals=intervals,
@@ -243,6 +249,38 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
         run_api.set_tags({"assay.gate": "passed" if gate.passed else "failed"},
                          run_id=run_id)
     return result
+
+
+@contextmanager
+def _old_objects_frozen() -> Iterator[None]:
+    """Keep the objects that existed before the evaluation out of the cyclic garbage
+    collector's way while it runs (``gc.freeze``), then hand them back.
+
+    An evaluation allocates a few hundred objects per row; in a process that
+    already holds many (earlier results, frames, a notebook's state) each full
+    collection walks them all. Measured on a 1,000-row rerun served from the judge
+    cache: 0.29-0.31 s without full collections, 0.38-0.46 s with them. New
+    garbage is still collected. Left alone when something else froze objects (a
+    server that froze before forking) or another evaluation is running.
+    """
+    import gc
+
+    with _FREEZE_LOCK:
+        owner = _FREEZES[0] == 0 and gc.get_freeze_count() == 0 and gc.isenabled()
+        if owner:
+            gc.freeze()
+        _FREEZES[0] += 1
+    try:
+        yield
+    finally:
+        with _FREEZE_LOCK:
+            _FREEZES[0] -= 1
+            if owner:
+                gc.unfreeze()
+
+
+_FREEZES = [0]
+_FREEZE_LOCK = threading.Lock()
 
 
 def _check_options(repeats: Any, confidence: Any, alpha: Any, tolerance: Any,

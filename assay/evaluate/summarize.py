@@ -6,8 +6,10 @@ prediction, a trace, the scorers' feedback). Per row and feedback, the values of
 the attempts are reduced to one (:data:`REDUCERS`); the metrics aggregate the
 reduced values over the rows, so a row counts once however often it was tried.
 
-Confidence intervals (at ``level``): Wilson for pass rates, a bootstrap (seeded,
-so a rerun gives the same interval) for means, medians and percentiles.
+Confidence intervals (at ``level``): Wilson for pass rates; Student's t for means
+of :data:`_T_FROM` values or more (where the sample mean is close to normal and
+the bootstrap's resampling buys nothing), a bootstrap (seeded, so a rerun gives
+the same interval) for smaller means, medians and percentiles.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = ["REDUCERS", "Attempt", "RowOutcome", "RowScore", "check_reducers", "m
 REDUCERS = ("mean", "majority", "pass@k", "pass^k")
 _LATENCY_PERCENTILES = ("p50", "p90", "p99")
 _INTERVAL_AGGREGATIONS = frozenset({"mean", "median"})
+_T_FROM = 100
 
 
 @dataclass
@@ -220,10 +223,13 @@ def metrics_of(outcomes: Sequence[RowOutcome], scorers_by_name: Mapping[str, Sco
         values = [n for sc in scores if sc.error is None and (n := _numeric(sc.value)) is not None]
         for agg, value in aggregate(values, s.aggregations).items():
             metrics[f"{name}/{agg}"] = value
-            if len(values) >= 2 and (agg in _INTERVAL_AGGREGATIONS or agg.startswith("p")):
-                statistic = "mean" if agg == "mean" else agg
+            if len(values) < 2 or not (agg in _INTERVAL_AGGREGATIONS or agg.startswith("p")):
+                continue
+            if agg == "mean" and len(values) >= _T_FROM:
+                intervals[f"{name}/{agg}"] = stats.t_interval(values, level)
+            else:
                 intervals[f"{name}/{agg}"] = stats.bootstrap_interval(
-                    values, statistic=statistic, level=level)
+                    values, statistic=agg, level=level)
         metrics[f"{name}/error_count"] = float(sum(sc.errors for sc in scores))
         verdicts = [sc.passed for sc in scores if sc.error is None and sc.passed is not None]
         if verdicts:
