@@ -355,3 +355,18 @@ def test_a_hung_scorer_leaves_a_bounded_number_of_threads(tracing):
     assert any("still running past their 0.02 s timeout" in e for e in errors)
     alive = [t for t in threading.enumerate() if t.name == "assay-scorer-hangs"]
     assert len(alive) <= 32 + 10  # overdue ones, and one in flight per worker
+
+
+def test_garbage_collection_is_left_as_it_was_found(tracing):
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    assay.evaluate(DATA, [short], predict_fn=app)
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    gc.freeze()  # a server that froze its objects before forking
+    try:
+        frozen = gc.get_freeze_count()
+        assay.evaluate(DATA, [short], predict_fn=app)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
