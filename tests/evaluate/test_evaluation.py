@@ -367,6 +367,7 @@ def test_garbage_collection_is_left_as_it_was_found(tracing):
     try:
         frozen = gc.get_freeze_count()
         assay.evaluate(DATA, [short], predict_fn=app)
-        assert gc.get_freeze_count() == frozen
+        # still frozen (a few of those objects may have been freed meanwhile)
+        assert frozen - 1000 < gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
