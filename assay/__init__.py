@@ -63,7 +63,7 @@ if _typing.TYPE_CHECKING:
         get_dataset,
         search_datasets,
     )
-    from assay.store.run_api import (
+    from assay.store.runs import (
         ActiveRun,
         Run,
         active_run,
@@ -93,7 +93,7 @@ _LAZY = {
     **dict.fromkeys(("ActiveRun", "Run", "active_run", "delete_run", "end_run",
                      "get_metric_history", "get_run", "load_table", "log_metric",
                      "log_metrics", "log_param", "log_params", "log_table", "search_runs",
-                     "set_tag", "set_tags", "start_run"), "assay.store.run_api"),
+                     "set_tag", "set_tags", "start_run"), "assay.store.runs"),
 }
 
 

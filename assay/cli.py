@@ -415,7 +415,7 @@ def _table_intervals(run: Any, table: Any) -> dict[str, tuple[float, float]]:
     ``intervals`` table), by metric; none for a run without one."""
     from assay.errors import AssayError
     from assay.evaluate.evaluation import INTERVALS_TABLE
-    from assay.store.run_api import load_table
+    from assay.store.runs import load_table
 
     try:
         rows = load_table(run.run_id, INTERVALS_TABLE).to_dict("records")

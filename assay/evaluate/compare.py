@@ -31,7 +31,7 @@ from assay.evaluate.gates import Check, GateResult
 if TYPE_CHECKING:
     import pandas as pd
 
-    from assay.store.run_api import Run
+    from assay.store.runs import Run
 
 __all__ = ["Comparison", "MetricComparison", "RowChange", "compare", "resolve_run"]
 
@@ -159,24 +159,25 @@ class Comparison:
 
 
 def resolve_run(ref: Any, *, experiment: str | None = None, exclude: str | None = None,
-                finished: bool = False) -> Run:
+                finished: bool = False, what: str = "baseline") -> Run:
     """The run a baseline reference names: a :class:`Run`, a run id, a run name (its
     latest run), or a ``search_runs`` filter (its latest matching run).
 
     Args:
         exclude: a run id never to return from a name or filter (the run being
             compared: an evaluation tagged like its baseline filter finds itself).
+        what: how messages name the reference (``"baseline"``, ``"run"``).
         finished: with a name or filter, only FINISHED runs count.
 
     Raises:
         BaselineNotFound: nothing matches.
     """
-    from assay.store import run_api
+    from assay.store import runs as run_api
 
     if isinstance(ref, run_api.Run):
         return ref
     if not isinstance(ref, str) or not ref.strip():
-        raise BaselineNotFound(f"baseline {ref!r}: expected a run id, a run name or a "
+        raise BaselineNotFound(f"{what} {ref!r}: expected a run id, a run name or a "
                                f"search_runs filter")
     text = ref.strip()
     if _RUN_ID.match(text):
@@ -192,7 +193,7 @@ def resolve_run(ref: Any, *, experiment: str | None = None, exclude: str | None 
     if not found and _FILTER_HINT.search(text):
         found = _latest(run_api, f"({text}){extra}", experiment, quiet=False)
     if not found:
-        raise BaselineNotFound(f"baseline {ref!r}: no run matches (looked for a run id, a "
+        raise BaselineNotFound(f"{what} {ref!r}: no run matches (looked for a run id, a "
                                f"run name and a search_runs filter)")
     return found[0]
 
@@ -248,13 +249,13 @@ def compare(run: Any, baseline: Any, *, alpha: float = 0.05, tolerance: float = 
         (False, ['correctness'])
     """
     from assay.evaluate import stats
-    from assay.store import run_api
+    from assay.store import runs as run_api
 
     if not (isinstance(alpha, float) and 0 < alpha < 1):
         raise ValueError(f"alpha={alpha!r}: expected a probability between 0 and 1")
     if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
         raise ValueError(f"tolerance={tolerance!r}: expected a non-negative number")
-    current_run = resolve_run(run, experiment=experiment)
+    current_run = resolve_run(run, experiment=experiment, what="run")
     base_run = resolve_run(baseline, experiment=experiment or current_run.experiment,
                            exclude=current_run.run_id, finished=True)
     current = _table(run_api, current_run)

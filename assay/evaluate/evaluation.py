@@ -153,7 +153,7 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
         (1.0, True)
     """
     from assay.evaluate import gates
-    from assay.store import run_api
+    from assay.store import runs as run_api
     from assay.store.query import store as configured_store
     from assay.tracing import _runtime
 
@@ -162,7 +162,7 @@ def evaluate(data: Any, scorers: Sequence[Scorer] | Scorer | None = None, *,
         raise TypeError(f"evaluate(predict_fn=...) must be callable, got "
                         f"{type(predict_fn).__name__}")
     workers = _check_workers(max_workers)
-    _check_options(repeats, confidence, alpha, tolerance, max_error_rate, cache)
+    _check_options(repeats, confidence, alpha, tolerance, max_error_rate, cache, baseline)
     reducers = check_reducers(reducer, scorer_list)
     parsed = gates.parse_all(thresholds)
     rows = to_rows(data, has_predict_fn=predict_fn is not None)
@@ -284,7 +284,7 @@ _FREEZE_LOCK = threading.Lock()
 
 
 def _check_options(repeats: Any, confidence: Any, alpha: Any, tolerance: Any,
-                   max_error_rate: Any, cache: Any) -> None:
+                   max_error_rate: Any, cache: Any, baseline: Any) -> None:
     def number(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) \
             and math.isfinite(value)
@@ -304,6 +304,12 @@ def _check_options(repeats: Any, confidence: Any, alpha: Any, tolerance: Any,
                                  f"0 to 1")
     if cache not in (None, True, False):
         raise ConfigurationError(f"cache={cache!r}: expected True, False or None")
+    from assay.store.runs import Run
+
+    if baseline is not None and not (isinstance(baseline, Run) or (
+            isinstance(baseline, str) and baseline.strip())):
+        raise ConfigurationError(f"baseline={baseline!r}: expected a run id, a run name or a "
+                                 f"search_runs filter")
 
 
 # -- checks -------------------------------------------------------------------
@@ -319,8 +325,9 @@ def _check_scorers(scorers: Sequence[Scorer] | Scorer | None) -> list[Scorer]:
     for position, item in enumerate(items):
         if not isinstance(item, Scorer):
             hint = (" (decorate the function with @assay.scorer)" if callable(item) else "")
-            raise ScorerError(f"scorers[{position}] is {type(item).__name__} "
-                              f"{getattr(item, '__name__', '')!s}, not an assay Scorer{hint}")
+            shown = getattr(item, "__name__", None) or repr(item)[:60]
+            raise ScorerError(f"scorers[{position}] is {type(item).__name__} {shown}, not an "
+                              f"assay Scorer{hint}")
         found.append(item)
     try:
         check_unique_names(found)
@@ -386,7 +393,7 @@ def _spec_param(spec: dict[str, Any]) -> str:
     import hashlib
     import json
 
-    from assay.store.run_api import MAX_PARAM_CHARS
+    from assay.store.runs import MAX_PARAM_CHARS
 
     text = json.dumps(spec, sort_keys=True, default=str)
     if len(text) <= MAX_PARAM_CHARS:

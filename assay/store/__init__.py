@@ -22,7 +22,7 @@ from assay.errors import ConfigurationError
 from assay.store.base import MetricRow, RunPage, SpanRecord, TracePage, TraceStore
 
 if TYPE_CHECKING:
-    from assay.store.run_api import Metric, Run
+    from assay.store.runs import Metric, Run
     from assay.store.sql import SqlTraceStore
     from assay.tracing.models import Assessment, Trace
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from assay.store.run_api import Metric, Run
+    from assay.store.runs import Metric, Run
     from assay.tracing.models import Assessment, Trace
 
 __all__ = ["MetricRow", "RunPage", "SpanRecord", "TracePage", "TraceStore"]
@@ -103,7 +103,7 @@ class TraceStore(Protocol):
         """Store many assessments in one transaction, each overriding as
         :meth:`log_assessment` does (in the order given)."""
 
-    # -- runs (see assay.store.runs) -----------------------------------------
+    # -- runs (see assay.store._run_sql) ---------------------------------------
     def create_run(self, run_id: str, *, experiment: str, name: str | None,
                    start_time_ms: int, tags: Mapping[str, str] | None = None) -> None:
         """Create a RUNNING run (with its first tags)."""

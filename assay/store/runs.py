@@ -1,325 +1,649 @@
-"""Runs in the SQL store: create, log params, metrics, tags and tables, read, search.
+"""Runs as a public API: ``start_run``, ``log_param``, ``log_metric``, ``log_table``,
+``get_run``, ``search_runs``, ...
 
-One code path for SQLite and PostgreSQL: writes are upserts through the
-store's dialect-specific ``INSERT ... ON CONFLICT`` (see
-:meth:`SqlTraceStore._insert`), each call one transaction. A run's metrics
-keep every logged value by step; a run's value of a metric is the one at its
-highest step. A NaN is stored as NULL (SQLite cannot store a NaN) and read
-back as NaN.
+A run groups what one evaluation (or any experiment) logged: parameters,
+metrics by step, tags and tables. ``start_run`` makes a run active in the
+current context (a :class:`contextvars.ContextVar`, so each asyncio task and
+thread has its own; a thread pool's tasks see the run when the submitting
+context is copied, e.g. with ``contextvars.copy_context().run`` or
+:func:`assay.tracing.wrap`). While a run is active, every trace that starts
+records its run id, so ``search_traces("run_id = '...'")`` finds the traces
+the run made.
 
-Runs and traces are independent: deleting traces leaves runs alone, and
-deleting a run leaves the traces that carry its id.
+Values:
+
+- keys (params, metrics, tags, tables) are non-empty strings of at most
+  :data:`MAX_KEY_CHARS` characters;
+- param values are converted with ``str`` and hold at most
+  :data:`MAX_PARAM_CHARS` characters, tag values :data:`MAX_TAG_CHARS`;
+- metric values are real numbers (``int``, ``float``, numpy numbers); a
+  ``bool`` is logged as 1.0 or 0.0; NaN and infinities are accepted (a NaN
+  matches no filter comparison and sorts last). A metric logged without a step
+  is logged at step 0, replacing what step 0 held.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import numbers
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Connection, and_, case, func, select
+from pydantic import BaseModel, ConfigDict, Field
 
-from assay.errors import StoreError
-from assay.store import schema as s
-from assay.store.base import MetricRow, RunPage
-from assay.store.run_api import RUN_STATUSES
+from assay.errors import AssayError
+from assay.tracing._runtime import log
+from assay.tracing.context import ACTIVE_RUN
 
 if TYPE_CHECKING:
-    from assay.store.ordering import SortKey
-    from assay.store.run_api import Metric, Run
-    from assay.store.sql import SqlTraceStore
+    import pandas as pd
 
-__all__ = ["SqlRuns", "parse_run_order_by"]
+__all__ = ["MAX_KEY_CHARS", "MAX_PARAM_CHARS", "MAX_TAG_CHARS", "PARENT_RUN_TAG", "RUN_STATUSES",
+           "ActiveRun", "Metric", "Run", "RunList", "active_run", "delete_run", "delete_tag",
+           "end_run", "get_metric_history", "get_run", "load_table", "log_metric",
+           "log_metrics", "log_param", "log_params", "log_table", "runs_to_frame",
+           "search_runs", "set_tag", "set_tags", "start_run"]
 
-_R = s.runs.c
-_CHUNK = 500  # run ids per IN list when reading a page's params, metrics and tags
+#: The statuses a run can have.
+RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
+MAX_KEY_CHARS = 250
+MAX_PARAM_CHARS = 6_000
+MAX_TAG_CHARS = 8_000
+#: The tag a nested run carries: its parent's run id (MLflow's key).
+PARENT_RUN_TAG = "mlflow.parentRunId"
+_MAX_STEP = 2 ** 63 - 1
 
 
-class SqlRuns:
-    """The run half of a :class:`~assay.store.sql.SqlTraceStore` (which delegates here).
+class Run(BaseModel):
+    """A stored run: its attributes, params, latest metrics and tags.
 
-    Every method opens its own transaction through the store's ``_write()`` /
-    ``_read()``; logging into a run that does not exist raises
-    :class:`~assay.errors.StoreError` and writes nothing.
+    ``metrics`` holds each metric's value at its highest step (every logged
+    value: :func:`get_metric_history`).
     """
 
-    def __init__(self, store: SqlTraceStore) -> None:
-        self._store = store
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # -- writing --------------------------------------------------------------
-    def create_run(self, run_id: str, *, experiment: str, name: str | None,
-                   start_time_ms: int, tags: Mapping[str, str] | None = None) -> None:
-        """Create a RUNNING run.
+    run_id: str
+    experiment: str
+    name: str | None = None
+    status: str = "RUNNING"
+    start_time_ms: int
+    end_time_ms: int | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
 
-        Raises:
-            StoreError: a run with this id exists already.
-        """
-        with self._store._write() as conn:
-            if self._exists(conn, run_id):
-                raise StoreError(f"a run with id {run_id!r} exists already in {self._store.uri}")
-            conn.execute(s.runs.insert(), {
-                "run_id": run_id, "experiment": experiment, "name": name, "status": "RUNNING",
-                "start_time_ms": start_time_ms, "end_time_ms": None})
-            if tags:
-                self._upsert_kv(conn, s.run_tags, run_id, tags)
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict of this run (metric values stay floats, NaN included)."""
+        return self.model_dump()
 
-    def update_run(self, run_id: str, *, status: str | None = None,
-                   end_time_ms: int | None = None, name: str | None = None) -> None:
-        """Change a run's status, end time or name (``None``: unchanged). Setting
-        the status to RUNNING clears the end time (a resumed run).
-
-        Raises:
-            StoreError: no such run.
-            ValueError: an unknown status.
-        """
-        values: dict[str, Any] = {}
-        if status is not None:
-            if status not in RUN_STATUSES:
-                raise ValueError(f"run status {status!r}: expected one of {list(RUN_STATUSES)}")
-            values["status"] = status
-            if status == "RUNNING":
-                values["end_time_ms"] = None
-        if end_time_ms is not None:
-            values["end_time_ms"] = end_time_ms
-        if name is not None:
-            values["name"] = name
-        with self._store._write() as conn:
-            self._require(conn, run_id)
-            if values:
-                conn.execute(s.runs.update().where(_R.run_id == run_id).values(**values))
-
-    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
-        """Set parameters of a run; a key logged again takes the new value."""
-        with self._store._write() as conn:
-            self._require(conn, run_id)
-            if params:
-                self._upsert_kv(conn, s.run_params, run_id, params)
-
-    def log_metrics(self, run_id: str, metrics: Sequence[MetricRow]) -> None:
-        """Log ``(key, value, step, timestamp_ms)`` rows in one transaction; a value
-        logged again at the same key and step replaces the earlier one (the last
-        row given wins)."""
-        rows: dict[tuple[str, int], dict[str, Any]] = {}
-        for key, value, step, timestamp_ms in metrics:
-            rows[(key, step)] = {"run_id": run_id, "key": key, "step": step,
-                                 "value": None if math.isnan(value) else value,
-                                 "timestamp_ms": timestamp_ms}
-        with self._store._write() as conn:
-            self._require(conn, run_id)
-            if rows:
-                ins = self._store._insert(s.run_metrics)
-                conn.execute(ins.on_conflict_do_update(
-                    index_elements=["run_id", "key", "step"],
-                    set_={"value": ins.excluded.value,
-                          "timestamp_ms": ins.excluded.timestamp_ms}), list(rows.values()))
-
-    def set_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        """Set tags of a run."""
-        with self._store._write() as conn:
-            self._require(conn, run_id)
-            if tags:
-                self._upsert_kv(conn, s.run_tags, run_id, tags)
-
-    def delete_run_tag(self, run_id: str, key: str) -> None:
-        """Remove a tag of a run (nothing happens if it has none)."""
-        t = s.run_tags.c
-        with self._store._write() as conn:
-            self._require(conn, run_id)
-            conn.execute(s.run_tags.delete().where(t.run_id == run_id, t.key == key))
-
-    def log_run_table(self, run_id: str, name: str, content: str) -> None:
-        """Store a table with a run (JSON text), replacing one of the same name."""
-        with self._store._write() as conn:
-            self._require(conn, run_id)
-            ins = self._store._insert(s.run_tables)
-            conn.execute(ins.on_conflict_do_update(
-                index_elements=["run_id", "name"], set_={"content": ins.excluded.content}),
-                {"run_id": run_id, "name": name, "content": content})
-
-    def delete_run(self, run_id: str) -> bool:
-        """Delete a run with its params, metrics, tags and tables; the traces that
-        carry its id stay. Returns whether the run existed."""
-        with self._store._write() as conn:
-            existed = self._exists(conn, run_id)
-            for table in (s.run_params, s.run_metrics, s.run_tags, s.run_tables, s.runs):
-                conn.execute(table.delete().where(table.c.run_id == run_id))
-        return existed
-
-    def _upsert_kv(self, conn: Connection, table: Any, run_id: str,
-                   values: Mapping[str, str]) -> None:
-        ins = self._store._insert(table)
-        conn.execute(ins.on_conflict_do_update(index_elements=["run_id", "key"],
-                                               set_={"value": ins.excluded.value}),
-                     [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()])
-
-    @staticmethod
-    def _exists(conn: Connection, run_id: str) -> bool:
-        return conn.execute(select(_R.run_id).where(_R.run_id == run_id)).first() is not None
-
-    def _require(self, conn: Connection, run_id: str) -> None:
-        if not self._exists(conn, run_id):
-            raise StoreError(f"no run with id {run_id!r} in {self._store.uri}")
-
-    # -- reading --------------------------------------------------------------
-    def load_run_table(self, run_id: str, name: str) -> str | None:
-        """The JSON text of a run's table, or ``None``."""
-        t = s.run_tables.c
-        with self._store._read() as conn:
-            return conn.execute(select(t.content).where(t.run_id == run_id,
-                                                        t.name == name)).scalar()
-
-    def get_run(self, run_id: str) -> Run | None:
-        """The run with its params, latest metrics and tags, or ``None``."""
-        with self._store._read() as conn:
-            row = conn.execute(select(s.runs).where(_R.run_id == run_id)).first()
-            if row is None:
-                return None
-            return _assemble(conn, [row._mapping])[0]
-
-    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
-        """Every value of metric ``key`` logged in the run, by step."""
-        from assay.store.run_api import Metric
-
-        m = s.run_metrics.c
-        with self._store._read() as conn:
-            rows = conn.execute(select(m.key, m.value, m.step, m.timestamp_ms)
-                                .where(m.run_id == run_id, m.key == key).order_by(m.step))
-            return [Metric(key=k, value=_float(v), step=st, timestamp_ms=ts)
-                    for k, v, st, ts in rows]
-
-    def search_runs(self, *, experiment: str | None, filter_string: str | None = None,
-                    order_by: list[str] | None = None, max_results: int = 1000,
-                    page_token: str | None = None) -> RunPage:
-        """One page of the runs matching ``filter_string`` (MLflow's run-search
-        syntax), in ``order_by`` order (newest first by default), continuing
-        after ``page_token``.
-
-        Raises:
-            InvalidFilter: the filter or the ordering is malformed.
-            ValueError: the page token was not issued for this ordering.
-        """
-        from assay.store import ordering
-        from assay.store.filter_parser import parse_run_filter
-        from assay.store.filter_sql import compile_run_filter
-
-        dialect = self._store._get_engines()[0].dialect.name
-        cond = compile_run_filter(parse_run_filter(filter_string) if filter_string else None,
-                                  dialect=dialect, filter_string=filter_string or "")
-        if experiment is not None:
-            cond = and_(_R.experiment == experiment, cond)
-        keys = parse_run_order_by(order_by)
-        query = select(s.runs).where(cond)
-        if page_token is not None:
-            query = query.where(ordering.keyset_condition(
-                keys, ordering.decode_token(page_token, keys, "search_runs")))
-        query = (query.add_columns(*(k.expr.label(f"_sort{i}") for i, k in enumerate(keys)))
-                 .order_by(*ordering.order_clauses(keys)).limit(max_results + 1))
-        with self._store._read() as conn:
-            rows = [r._mapping for r in conn.execute(query)]
-            more = len(rows) > max_results
-            rows = rows[:max_results]
-            runs = _assemble(conn, rows)
-        token = None
-        if more:
-            last = rows[-1]
-            token = ordering.encode_token(keys, [last[f"_sort{i}"] for i in range(len(keys))])
-        return RunPage(runs, token)
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Run:
+        """Rebuild a run from :meth:`to_dict` output (validated)."""
+        return cls.model_validate(data)
 
 
-# -- ordering -------------------------------------------------------------------
+class Metric(BaseModel):
+    """One logged value of a metric."""
 
-_ATTRIBUTE_ORDER = {"start_time": _R.start_time_ms, "run_id": _R.run_id,
-                    "status": _R.status, "experiment": _R.experiment}
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    value: float
+    step: int
+    timestamp_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
 
 
-def parse_run_order_by(order_by: list[str] | None) -> list[SortKey]:
-    """Sort keys for a run search (default: newest first), the run id last.
+class ActiveRun:
+    """A run that ``start_run`` made active; a context manager.
 
-    Items are ``"<field> [ASC|DESC]"`` over the run attributes (``start_time``,
-    ``end_time``, ``run_name``, ``status``, ``run_id``, ``experiment``),
-    ``metrics.<key>``, ``params.<key>`` and ``tags.<key>``, keys in backticks
-    as in filters. Runs without the metric, param or tag (or with a NaN) come
-    last in either direction.
+    Leaving the ``with`` block ends the run: FINISHED, or FAILED when the block
+    raised an exception (KILLED for ``KeyboardInterrupt`` and the like); the
+    exception propagates unchanged.
+    """
+
+    __slots__ = ("_ended", "_parent", "experiment", "name", "run_id")
+
+    def __init__(self, run_id: str, experiment: str, name: str | None,
+                 parent: ActiveRun | None) -> None:
+        self.run_id = run_id
+        self.experiment = experiment
+        self.name = name
+        self._parent = parent
+        self._ended = False
+
+    @property
+    def parent(self) -> ActiveRun | None:
+        """The run this one is nested in, or ``None``."""
+        return self._parent
+
+    @property
+    def run(self) -> Run | None:
+        """The run as stored now (its params, metrics and tags so far)."""
+        return get_run(self.run_id)
+
+    def __enter__(self) -> ActiveRun:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            self.end("FINISHED")
+            return
+        status = "FAILED" if isinstance(exc, Exception) else "KILLED"
+        try:
+            self.end(status)
+        except Exception as err:  # the block's own exception is what the caller sees
+            log.warning("assay: could not mark run %s %s: %s", self.run_id, status, err)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End this run (and runs still active inside it in this context) with
+        ``status``; the run it was nested in becomes active again. Ending a run
+        twice does nothing."""
+        _check_status(status, "end_run")
+        if self._ended:
+            return
+        # Runs nested in this one and still active here end with it.
+        chain: list[ActiveRun] = []
+        current = ACTIVE_RUN.get()
+        while current is not None and current is not self:
+            chain.append(current)
+            current = current._parent
+        if current is self:
+            ACTIVE_RUN.set(self._parent)
+        else:
+            chain = []
+        for run in [*chain, self]:
+            if not run._ended:
+                run._ended = True
+                _store().update_run(run.run_id, status=status, end_time_ms=_now_ms())
+
+    def __repr__(self) -> str:
+        return f"ActiveRun(run_id={self.run_id!r}, name={self.name!r}, " \
+               f"experiment={self.experiment!r})"
+
+
+# -- starting and ending ----------------------------------------------------------------
+
+
+def start_run(name: str | None = None, experiment: str | None = None, *,
+              run_id: str | None = None, tags: Mapping[str, Any] | None = None,
+              nested: bool = False) -> ActiveRun:
+    """Start a run (or resume one) and make it the active run of this context.
+
+    Traces started while it is active record its id (``trace.info.run_id``;
+    ``search_traces("run_id = '...'")``).
+
+    Args:
+        name: the run's name (when resuming: a new name, or ``None`` to keep it).
+        experiment: the experiment (default: the configured one).
+        run_id: resume this stored run instead of creating one: it becomes
+            RUNNING again and keeps what it logged.
+        tags: tags to set on the run.
+        nested: start the run inside the active one (it gets the tag
+            ``mlflow.parentRunId``); without it, a run already active is an error.
+
+    Returns:
+        The :class:`ActiveRun`; use it as a context manager to end the run.
 
     Raises:
-        InvalidFilter: an item names no such field.
+        AssayError: a run is already active and ``nested`` is false, or
+            ``run_id`` names no stored run, or one of another experiment.
+        ValueError: a malformed name, experiment or tag.
+
+    Example:
+        >>> with assay.start_run("baseline") as run:
+        ...     assay.log_param("model", "gpt-4o-mini")
+        ...     assay.log_metric("accuracy", 0.91)
+        >>> assay.get_run(run.run_id).metrics
+        {'accuracy': 0.91}
     """
-    from assay.errors import InvalidFilter
-    from assay.store.filter_ast import Comparison
-    from assay.store.filter_parser import parse_run_filter
-    from assay.store.filter_sql import latest_metric_value
-    from assay.store.ordering import SortKey, order_items
+    parent = ACTIVE_RUN.get()
+    if parent is not None and not nested:
+        raise AssayError(
+            f"start_run(): run {parent.run_id} ({parent.name or 'unnamed'}) is already active "
+            "in this context; end it first (assay.end_run(), or leave its `with` block), "
+            "or pass nested=True to start a run inside it")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"start_run(name={name!r}): expected a string or None")
+    if experiment is not None and (not isinstance(experiment, str) or not experiment.strip()
+                                   or experiment == "*"):
+        raise ValueError(f"start_run(experiment={experiment!r}): expected an experiment name")
+    clean_tags = _tags(tags, "start_run")
+    if parent is not None:
+        clean_tags.setdefault(PARENT_RUN_TAG, parent.run_id)
+    store = _store()
+    if run_id is not None:
+        rid = _run_id(run_id, "start_run")
+        stored = store.get_run(rid)
+        if stored is None:
+            raise AssayError(f"start_run(run_id={run_id!r}): no such run in {store.uri}")
+        if experiment is not None and experiment != stored.experiment:
+            raise AssayError(f"start_run(run_id={run_id!r}): the run belongs to experiment "
+                             f"{stored.experiment!r}, not {experiment!r}")
+        store.update_run(rid, status="RUNNING", name=name)
+        if clean_tags:
+            store.set_run_tags(rid, clean_tags)
+        active = ActiveRun(rid, stored.experiment, name or stored.name, parent)
+    else:
+        from assay.tracing import _runtime
 
-    keys: list[SortKey] = []
-    for text, descending, item in order_items(order_by, "start_time DESC"):
-        try:
-            parsed = parse_run_filter(f"{text} IS NULL")
-        except InvalidFilter as exc:
-            raise InvalidFilter(f"cannot order runs by {text!r}: {exc.args[0].splitlines()[0]}",
-                                filter_string=item, position=0) from None
-        assert isinstance(parsed, Comparison)
-        field = parsed.field
-        if field.kind == "run" and field.name in _ATTRIBUTE_ORDER:
-            keys.append(SortKey(field.name, _ATTRIBUTE_ORDER[field.name], descending))
-            continue
-        if field.kind == "run":
-            column = _R.end_time_ms if field.name == "end_time" else _R.name
-            value: Any = column
-            label = field.name
-        else:
-            table = {"param": s.run_params, "run_tag": s.run_tags}.get(field.kind)
-            if table is None:
-                value = latest_metric_value(_R.run_id, field.key or "")
-            else:
-                kv = table.alias()
-                value = (select(kv.c.value).where(kv.c.run_id == _R.run_id,
-                                                  kv.c.key == field.key).scalar_subquery())
-            label = field.path
-        # Missing values last in either direction, then the values themselves;
-        # both expressions are never NULL, as the page cursor needs.
-        filler = 0 if field.kind == "metric" or field.name == "end_time" else ""
-        keys.append(SortKey(f"{label}:missing", case((value.is_(None), 1), else_=0), False))
-        keys.append(SortKey(label, func.coalesce(value, filler), descending))
-    keys.append(SortKey("run_id", _R.run_id, keys[0].descending))
-    return keys
-
-
-# -- assembling -----------------------------------------------------------------
-
-def _float(value: float | None) -> float:
-    return math.nan if value is None else float(value)
+        exp = experiment or _runtime.current().experiment
+        rid = uuid.uuid4().hex
+        store.create_run(rid, experiment=exp, name=name, start_time_ms=_now_ms(),
+                         tags=clean_tags)
+        active = ActiveRun(rid, exp, name, parent)
+    ACTIVE_RUN.set(active)
+    return active
 
 
-def _chunks(items: list[str]) -> Iterable[list[str]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i:i + _CHUNK]
+def active_run() -> ActiveRun | None:
+    """The run active in this context (the innermost one when nested), or ``None``."""
+    run: ActiveRun | None = ACTIVE_RUN.get()
+    return run
 
 
-def _assemble(conn: Connection, rows: Sequence[Any]) -> list[Run]:
-    """:class:`Run` models for ``runs`` rows, with their params, tags and latest metrics."""
-    from assay.store.run_api import Run
+def end_run(status: str = "FINISHED") -> None:
+    """End the active run with ``status`` (RUNNING, FINISHED, FAILED or KILLED); the
+    run it was nested in becomes active again. Without an active run, nothing
+    happens.
 
-    ids = [r["run_id"] for r in rows]
-    params: dict[str, dict[str, str]] = {i: {} for i in ids}
-    tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-    metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
-    p, t, m = s.run_params.c, s.run_tags.c, s.run_metrics.c
-    for chunk in _chunks(ids):
-        for run_id, key, value in conn.execute(
-                select(p.run_id, p.key, p.value).where(p.run_id.in_(chunk))):
-            params[run_id][key] = value
-        for run_id, key, value in conn.execute(
-                select(t.run_id, t.key, t.value).where(t.run_id.in_(chunk))):
-            tags[run_id][key] = value
-        top = (select(m.run_id, m.key, func.max(m.step).label("step"))
-               .where(m.run_id.in_(chunk)).group_by(m.run_id, m.key).subquery())
-        latest = select(m.run_id, m.key, m.value).join(
-            top, and_(m.run_id == top.c.run_id, m.key == top.c.key, m.step == top.c.step))
-        for run_id, key, value in conn.execute(latest):
-            metrics[run_id][key] = _float(value)
-    return [Run(run_id=r["run_id"], experiment=r["experiment"], name=r["name"],
-                status=r["status"], start_time_ms=r["start_time_ms"],
-                end_time_ms=r["end_time_ms"], params=dict(sorted(params[r["run_id"]].items())),
-                metrics=dict(sorted(metrics[r["run_id"]].items())),
-                tags=dict(sorted(tags[r["run_id"]].items())))
-            for r in rows]
+    Raises:
+        ValueError: an unknown status.
+
+    Example:
+        >>> assay.start_run("sweep-1")
+        >>> assay.log_metric("loss", 0.3)
+        >>> assay.end_run()
+    """
+    _check_status(status, "end_run")
+    run = active_run()
+    if run is not None:
+        run.end(status)
+
+
+# -- logging ----------------------------------------------------------------------------
+
+
+def log_param(key: str, value: Any, *, run_id: str | None = None) -> None:
+    """Log a parameter of the active run (or of ``run_id``); the value is kept as
+    ``str(value)``, and a key logged again takes the new value.
+
+    Raises:
+        AssayError: no run is active and no ``run_id`` was given, or no such run.
+        ValueError: a malformed key, or a value longer than 6,000 characters.
+
+    Example:
+        >>> assay.log_param("temperature", 0.2)
+    """
+    log_params({key: value}, run_id=run_id)
+
+
+def log_params(params: Mapping[str, Any], *, run_id: str | None = None) -> None:
+    """Log several parameters at once (one transaction); see :func:`log_param`.
+
+    Example:
+        >>> assay.log_params({"model": "gpt-4o-mini", "k": 5})
+    """
+    rid = _target(run_id, "log_params")
+    _store().log_params(rid, _strings(params, "log_params", "param", MAX_PARAM_CHARS,
+                                      " (log long text with log_table)"))
+
+
+def log_metric(key: str, value: float, step: int | None = None, *,
+               run_id: str | None = None) -> None:
+    """Log a metric value of the active run (or of ``run_id``) at ``step``.
+
+    Every value is kept by step (:func:`get_metric_history`); the run's value
+    of the metric is the one at its highest step.
+
+    Args:
+        key: the metric, e.g. ``"correctness/mean"``.
+        value: a real number; ``True``/``False`` are logged as 1.0/0.0; NaN is accepted.
+        step: an integer (default 0; a value logged again at a step replaces it).
+        run_id: the run to log into instead of the active one.
+
+    Raises:
+        AssayError: no run is active and no ``run_id`` was given, or no such run.
+        ValueError: a malformed key, a value that is not a real number, a step
+            that is not an integer.
+
+    Example:
+        >>> for epoch, loss in enumerate(losses):
+        ...     assay.log_metric("loss", loss, step=epoch)
+    """
+    log_metrics({key: value}, step=step, run_id=run_id)
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None, *,
+                run_id: str | None = None) -> None:
+    """Log several metric values at one step, in one transaction; see :func:`log_metric`.
+
+    Example:
+        >>> assay.log_metrics({"correctness/mean": 0.82, "latency/p50": 1.4})
+    """
+    where = "log_metrics"
+    rid = _target(run_id, where)
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"{where}(metrics={metrics!r}): expected a mapping of key to number")
+    at = _step(step, where)
+    now = _now_ms()
+    rows = [(_key(key, where, "metric"), _metric_value(key, value, where), at, now)
+            for key, value in metrics.items()]
+    _store().log_metrics(rid, rows)
+
+
+def set_tag(key: str, value: Any, *, run_id: str | None = None) -> None:
+    """Set a tag of the active run (or of ``run_id``), kept as ``str(value)``.
+
+    Raises:
+        AssayError: no run is active and no ``run_id`` was given, or no such run.
+        ValueError: a malformed key, or a value longer than 8,000 characters.
+
+    Example:
+        >>> assay.set_tag("dataset", "qa-v3")
+    """
+    set_tags({key: value}, run_id=run_id)
+
+
+def set_tags(tags: Mapping[str, Any], *, run_id: str | None = None) -> None:
+    """Set several tags of a run at once; see :func:`set_tag`."""
+    rid = _target(run_id, "set_tags")
+    _store().set_run_tags(rid, _tags(tags, "set_tags"))
+
+
+def delete_tag(key: str, *, run_id: str | None = None) -> None:
+    """Remove a tag of the active run (or of ``run_id``); nothing happens if it has none."""
+    rid = _target(run_id, "delete_tag")
+    _store().delete_run_tag(rid, _key(key, "delete_tag", "tag"))
+
+
+def log_table(data: Any, name: str, *, run_id: str | None = None) -> None:
+    """Store a table with the active run (or ``run_id``), replacing one of that name.
+
+    Args:
+        data: a pandas DataFrame, a list of dicts (one per row) or a dict of
+            equal-length columns. Values are made JSON-safe as trace values are
+            (numpy and pandas values natively, anything else by ``repr``);
+            missing values (NaN, None) are stored as null.
+        name: the table's name, e.g. ``"eval_results"``.
+        run_id: the run to log into instead of the active one.
+
+    Raises:
+        AssayError: no run is active and no ``run_id`` was given, or no such run.
+        ValueError: ``data`` is none of the accepted forms, or a bad name.
+
+    Example:
+        >>> assay.log_table([{"question": "2+2?", "score": 1.0}], "results")
+        >>> assay.load_table(run.run_id, "results")
+    """
+    import json
+
+    where = "log_table"
+    rid = _target(run_id, where)
+    _key(name, where, "table")
+    records = _records(data, where)
+    _store().log_run_table(rid, name, json.dumps(records, ensure_ascii=False,
+                                                 allow_nan=False))
+
+
+def load_table(run_id: str, name: str) -> pd.DataFrame:
+    """A table logged with :func:`log_table`, as a pandas DataFrame (nulls as NaN/None).
+
+    Raises:
+        AssayError: the run has no table of that name.
+
+    Example:
+        >>> df = assay.load_table(result.run_id, "eval_results")
+    """
+    import json
+
+    import pandas as pd
+
+    rid = _run_id(run_id, "load_table")
+    store = _store()
+    content = store.load_run_table(rid, name)
+    if content is None:
+        raise AssayError(f"load_table(): run {rid} has no table {name!r} in {store.uri}")
+    return pd.DataFrame(json.loads(content))
+
+
+def delete_run(run_id: str) -> bool:
+    """Delete a stored run with its params, metrics, tags and tables; the traces it
+    made stay (still carrying its id). Returns whether it existed."""
+    return _store().delete_run(_run_id(run_id, "delete_run"))
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def get_run(run_id: str) -> Run | None:
+    """The stored run with this id, or ``None``.
+
+    Example:
+        >>> assay.get_run(run_id).metrics["correctness/mean"]
+        0.82
+    """
+    return _store().get_run(_run_id(run_id, "get_run"))
+
+
+def get_metric_history(run_id: str, key: str) -> list[Metric]:
+    """Every value of metric ``key`` logged in the run, by step.
+
+    Example:
+        >>> [m.value for m in assay.get_metric_history(run_id, "loss")]
+        [0.9, 0.5, 0.3]
+    """
+    return _store().get_metric_history(_run_id(run_id, "get_metric_history"), key)
+
+
+#: The fixed columns of the frame ``search_runs`` returns; ``metrics.<key>``,
+#: ``params.<key>`` and ``tags.<key>`` columns follow.
+RUN_FRAME_COLUMNS = ("run_id", "experiment", "name", "status", "start_time_ms", "end_time_ms")
+
+
+def runs_to_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run: :data:`RUN_FRAME_COLUMNS`, then one column per metric
+    (``metrics.<key>``), param (``params.<key>``) and tag (``tags.<key>``)."""
+    import pandas as pd
+
+    metric_keys = sorted({k for r in runs for k in r.metrics})
+    param_keys = sorted({k for r in runs for k in r.params})
+    tag_keys = sorted({k for r in runs for k in r.tags})
+    columns = [*RUN_FRAME_COLUMNS, *(f"metrics.{k}" for k in metric_keys),
+               *(f"params.{k}" for k in param_keys), *(f"tags.{k}" for k in tag_keys)]
+    rows = []
+    for r in runs:
+        row: dict[str, Any] = {"run_id": r.run_id, "experiment": r.experiment, "name": r.name,
+                               "status": r.status, "start_time_ms": r.start_time_ms,
+                               "end_time_ms": r.end_time_ms}
+        row.update({f"metrics.{k}": r.metrics.get(k, math.nan) for k in metric_keys})
+        row.update({f"params.{k}": r.params.get(k) for k in param_keys})
+        row.update({f"tags.{k}": r.tags.get(k) for k in tag_keys})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def search_runs(filter_string: str | None = None, *, experiment: str | None = None,
+                order_by: list[str] | None = None, max_results: int = 1000,
+                page_token: str | None = None,
+                return_type: Literal["pandas", "list"] = "pandas") -> Any:
+    """Stored runs of an experiment, newest first, in MLflow's run-search syntax.
+
+    Args:
+        filter_string: which runs, e.g. ``"metrics.`correctness/mean` >= 0.8"``,
+            ``"params.model = 'gpt-4o' AND attributes.status = 'FINISHED'"``,
+            ``"tags.dataset IN ('qa-v3', 'qa-v4') OR run_name LIKE 'baseline%'"``.
+            Fields: ``metrics.<key>`` (its latest value), ``params.<key>``,
+            ``tags.<key>``, and ``status``, ``run_name``, ``run_id``,
+            ``start_time``, ``end_time`` (ms or an ISO date), ``experiment``,
+            bare or after ``attributes.``; keys with special characters in
+            backticks. Operators ``= != < <= > >= LIKE ILIKE IN NOT IN IS [NOT]
+            NULL``, joined with ``AND``, ``OR``, ``NOT`` and parentheses.
+        experiment: the experiment (default: the configured one); ``"*"`` for all.
+        order_by: e.g. ``["metrics.`correctness/mean` DESC", "start_time"]``;
+            runs missing a metric, param or tag come last; the run id breaks
+            ties. Default: newest first.
+        max_results: the page size (1 to 50,000).
+        page_token: continue after the page that returned it (a cursor).
+        return_type: ``"pandas"`` for a DataFrame (:func:`runs_to_frame`),
+            ``"list"`` for a list of :class:`Run`.
+
+    Returns:
+        The frame or list; the next page's cursor (``None`` on the last page) is
+        ``frame.attrs["next_page_token"]`` or ``runs.next_page_token``.
+
+    Raises:
+        InvalidFilter: the filter or ``order_by`` is malformed (the message shows
+            where and what was expected).
+        ValueError: a bad ``max_results``, ``return_type`` or ``page_token``.
+
+    Example:
+        >>> assay.search_runs("metrics.`correctness/mean` >= 0.8",
+        ...                   order_by=["metrics.`correctness/mean` DESC"])
+    """
+    if isinstance(max_results, bool) or not isinstance(max_results, int) \
+            or not 1 <= max_results <= 50_000:
+        raise ValueError(f"max_results must be an integer from 1 to 50000, got {max_results!r}")
+    if return_type not in ("pandas", "list"):
+        raise ValueError(f"return_type must be 'pandas' or 'list', got {return_type!r}")
+    from assay.store.query import _experiment
+
+    page = _store().search_runs(experiment=_experiment(experiment),
+                                filter_string=filter_string or None, order_by=order_by,
+                                max_results=max_results, page_token=page_token)
+    if return_type == "list":
+        return RunList(page.runs, page.next_page_token)
+    frame = runs_to_frame(page.runs)
+    frame.attrs["next_page_token"] = page.next_page_token
+    return frame
+
+
+class RunList(list):
+    """A list of :class:`Run` with the cursor of the next page."""
+
+    def __init__(self, runs: list[Run], next_page_token: str | None) -> None:
+        super().__init__(runs)
+        self.next_page_token = next_page_token
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _store() -> Any:
+    from assay.store.query import store
+
+    return store()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check_status(status: Any, where: str) -> str:
+    if status not in RUN_STATUSES:
+        raise ValueError(f"{where}(status={status!r}): expected one of {list(RUN_STATUSES)}")
+    return str(status)
+
+
+def _run_id(run_id: Any, where: str) -> str:
+    if not isinstance(run_id, str) or not run_id or len(run_id) > 32:
+        raise ValueError(f"{where}(run_id={run_id!r}): expected a run id (a string of 1 to 32 "
+                         "characters)")
+    return run_id
+
+
+def _target(run_id: str | None, where: str) -> str:
+    """The run to log into: ``run_id``, else the active run."""
+    if run_id is not None:
+        return _run_id(run_id, where)
+    active = active_run()
+    if active is None:
+        raise AssayError(f"{where}(): no run is active in this context; start one "
+                         "(`with assay.start_run(): ...`) or pass run_id=")
+    return active.run_id
+
+
+def _key(key: Any, where: str, what: str) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError(f"{where}: {what} key {key!r} must be a non-empty string")
+    if len(key) > MAX_KEY_CHARS:
+        raise ValueError(f"{where}: {what} key {key[:40]!r}... is {len(key)} characters long; "
+                         f"keys hold at most {MAX_KEY_CHARS}")
+    return key
+
+
+def _tags(tags: Mapping[str, Any] | None, where: str) -> dict[str, str]:
+    return {} if tags is None else _strings(tags, where, "tag", MAX_TAG_CHARS)
+
+
+def _strings(values: Any, where: str, what: str, limit: int, hint: str = "") -> dict[str, str]:
+    """Keys checked and values as text no longer than ``limit``, or a ValueError."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}({what}s={values!r}): expected a mapping of key to value")
+    clean: dict[str, str] = {}
+    for key, value in values.items():
+        _key(key, where, what)
+        text = str(value)
+        if len(text) > limit:
+            raise ValueError(f"{where}: the value of {what} {key!r} is {len(text)} characters "
+                             f"long; a {what} holds at most {limit}{hint}")
+        clean[key] = text
+    return clean
+
+
+def _metric_value(key: str, value: Any, where: str) -> float:
+    if not isinstance(value, numbers.Real):
+        raise ValueError(f"{where}: the value of metric {key!r} must be a real number, got "
+                         f"{type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _step(step: Any, where: str) -> int:
+    if step is None:
+        return 0
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) \
+            or not -_MAX_STEP - 1 <= int(step) <= _MAX_STEP:
+        raise ValueError(f"{where}(step={step!r}): expected a 64-bit integer or None")
+    return int(step)
+
+
+def _records(data: Any, where: str) -> list[dict[str, Any]]:
+    """The rows of a table as JSON-safe dicts."""
+    from assay.tracing.serialize import to_jsonable
+
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a pandas DataFrame
+        rows: list[Any] = data.to_dict(orient="records")
+    elif isinstance(data, Mapping):
+        columns = {str(k): list(v) for k, v in data.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"{where}: the columns of a dict table must have equal lengths, "
+                             f"got {sorted(lengths)}")
+        n = lengths.pop() if lengths else 0
+        rows = [{k: v[i] for k, v in columns.items()} for i in range(n)]
+    elif isinstance(data, (list, tuple)):
+        rows = list(data)
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise ValueError(f"{where}: row {i} is a {type(row).__name__}, expected a dict "
+                                 "(one per row)")
+    else:
+        raise ValueError(f"{where}: expected a pandas DataFrame, a list of dicts or a dict of "
+                         f"columns, got {type(data).__name__}")
+    return [{str(k): _cell(v, to_jsonable) for k, v in row.items()} for row in rows]
+
+
+def _cell(value: Any, to_jsonable: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    converted = to_jsonable(value)
+    if isinstance(converted, float) and not math.isfinite(converted):
+        return None if math.isnan(converted) else str(converted)
+    return converted

@@ -29,14 +29,14 @@ from sqlalchemy.pool import StaticPool
 
 from assay.errors import ConfigurationError, StoreError
 from assay.store import schema as s
+from assay.store._run_sql import SqlRuns
 from assay.store.base import MetricRow, RunPage, SpanRecord, TracePage
 from assay.store.pages import assemble
-from assay.store.runs import SqlRuns
 from assay.store.values import typed_value
 from assay.tracing.models import Assessment, Trace
 
 if TYPE_CHECKING:
-    from assay.store.run_api import Metric, Run
+    from assay.store.runs import Metric, Run
 
 __all__ = ["SqlTraceStore"]
 
@@ -861,7 +861,7 @@ class SqlTraceStore:
             if value is not None:
                 conn.execute(t.insert(), {"trace_id": trace_id, "key": key, "value": value})
 
-    # -- runs (SQL in assay.store.runs) ---------------------------------------
+    # -- runs (SQL in assay.store._run_sql) ---------------------------------------
     def create_run(self, run_id: str, *, experiment: str, name: str | None,
                    start_time_ms: int, tags: Mapping[str, str] | None = None) -> None:
         self.runs.create_run(run_id, experiment=experiment, name=name,

@@ -25,7 +25,7 @@ __all__ = ["ACTIVE_RUN", "TracedThreadPoolExecutor", "continue_trace", "inject_t
 T = TypeVar("T")
 _PROPAGATOR = TraceContextTextMapPropagator()
 
-#: The run active in this context (an ``assay.store.run_api.ActiveRun``, which has
+#: The run active in this context (an ``assay.store.runs.ActiveRun``, which has
 #: a ``run_id``), or ``None``. A root span started meanwhile records its run id.
 ACTIVE_RUN: contextvars.ContextVar[Any] = contextvars.ContextVar("assay_active_run",
                                                                  default=None)

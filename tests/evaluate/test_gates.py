@@ -140,7 +140,8 @@ def test_bad_options_are_refused_before_anything_runs(tracing):
                             ({"reducer": "best"}, "reducer='best'"),
                             ({"reducer": {"other": "mean"}}, "no scorer has that name"),
                             ({"thresholds": {"x": "about 3"}}, "cannot read"),
-                            ({"alpha": 0}, "alpha=0"), ({"max_error_rate": 2}, "max_error_rate")]:
+                            ({"alpha": 0}, "alpha=0"), ({"max_error_rate": 2}, "max_error_rate"),
+                            ({"baseline": 5}, "baseline=5: expected a run id")]:
         with pytest.raises(ValueError, match=message):
             assay.evaluate(DATA, [nonempty], predict_fn=right, **kwargs)
     assert assay.search_runs(return_type="list") == []

@@ -306,7 +306,7 @@ def test_round_trip_loses_nothing() -> None:
 
 
 def test_the_run_id_travels_with_the_root_span_and_is_read_back() -> None:
-    from assay.store import run_api
+    from assay.store import runs as run_api
 
     memory = InMemorySpanExporter()
     assay.configure(store="memory://", experiment="round-trip", exporters=[memory])

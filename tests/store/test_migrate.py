@@ -181,7 +181,7 @@ def test_a_version_3_store_gains_the_run_tables_and_keeps_its_traces(db_uri, db_
     assay.configure(store=db_uri, experiment="default")
     assert len(assay.search_traces("trace.text LIKE '%kettle%'", return_type="list")) == 2
     assert assay.count_traces() == 3
-    from assay.store import run_api
+    from assay.store import runs as run_api
 
     with run_api.start_run("after-upgrade") as run:
         run_api.log_metric("m", 1.0)
@@ -209,7 +209,7 @@ def test_a_version_3_store_on_postgresql_gains_the_run_tables(pg_uri, capsys):
     engine.dispose()
     assay.configure(store=pg_uri, experiment="default")
     assert assay.count_traces() == 3
-    from assay.store import run_api
+    from assay.store import runs as run_api
 
     with run_api.start_run("after-upgrade") as run:
         run_api.log_param("p", "v")

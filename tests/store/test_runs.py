@@ -1,379 +1,460 @@
-"""Runs in the store, on SQLite and PostgreSQL: writes, reads, search_runs' filter
-language (every field kind and operator), ordering and paging, batch assessments,
-and runs and traces outliving each other's deletion."""
+"""The public run API: start_run as a context manager (statuses, resume, nesting), the
+log functions and their validation, tables, and traces carrying the active run's id
+(across threads and tasks when the context is carried)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import datetime as dt
 import math
+import threading
 import uuid
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import assay
-from assay.store import run_api
-from assay.store.query import store
-from assay.tracing.models import Assessment
-
-# -- a fixed set of runs ------------------------------------------------------------------
-
-NAMES = ("baseline-a", "baseline-b", "other", "elsewhere")
-
-
-@pytest.fixture
-def runs(tracing_any: str) -> Iterator[dict[str, str]]:
-    """Three runs of experiment 'test' (and one of another), with known times:
-
-    ============  ==========  ===================  ==============  ========  ========
-    run           status      correctness/mean     loss by step    model     tags
-    ============  ==========  ===================  ==============  ========  ========
-    baseline-a    FINISHED    0.9                  1.0, 0.2        gpt-4o    env=prod
-    baseline-b    FAILED      0.7                  0.5             4o-mini   env=staging, team=x
-    other         RUNNING     NaN                  -               -         -
-    ============  ==========  ===================  ==============  ========  ========
-    """
-    st = store()
-    ids = {name: uuid.uuid4().hex for name in NAMES}
-    st.create_run(ids["baseline-a"], experiment="test", name="baseline-a", start_time_ms=1_000,
-                  tags={"env": "prod"})
-    st.create_run(ids["baseline-b"], experiment="test", name="baseline-b", start_time_ms=2_000,
-                  tags={"env": "staging", "team": "x"})
-    st.create_run(ids["other"], experiment="test", name="other", start_time_ms=3_000)
-    st.create_run(ids["elsewhere"], experiment="other", name="elsewhere", start_time_ms=4_000)
-    st.log_params(ids["baseline-a"], {"model": "gpt-4o", "k": "5"})
-    st.log_params(ids["baseline-b"], {"model": "gpt-4o-mini"})
-    st.log_metrics(ids["baseline-a"], [("correctness/mean", 0.9, 0, 1_100),
-                                       ("loss", 1.0, 0, 1_100), ("loss", 0.2, 1, 1_200)])
-    st.log_metrics(ids["baseline-b"], [("correctness/mean", 0.7, 0, 2_100),
-                                       ("loss", 0.5, 0, 2_100)])
-    st.log_metrics(ids["other"], [("correctness/mean", math.nan, 0, 3_100)])
-    st.update_run(ids["baseline-a"], status="FINISHED", end_time_ms=1_500)
-    st.update_run(ids["baseline-b"], status="FAILED", end_time_ms=2_500)
-    yield ids
+from assay.store import runs as run_api
+from assay.store.runs import (
+    active_run,
+    end_run,
+    get_metric_history,
+    get_run,
+    load_table,
+    log_metric,
+    log_metrics,
+    log_param,
+    log_params,
+    log_table,
+    search_runs,
+    set_tag,
+    set_tags,
+    start_run,
+)
+from assay.tracing import wrap
 
 
-def names(frame_or_list: object) -> list[str]:
-    runs = frame_or_list if isinstance(frame_or_list, list) else None
-    if runs is not None:
-        return [r.name for r in runs]
-    return list(frame_or_list["name"])  # type: ignore[index]
-
-
-def found(filter_string: str, **kwargs: object) -> set[str]:
-    return {r.name for r in run_api.search_runs(filter_string, return_type="list", **kwargs)}
-
-
-# -- writing and reading -------------------------------------------------------------------
-
-
-def test_a_run_reads_back_with_params_latest_metrics_and_tags(runs):
-    run = store().get_run(runs["baseline-a"])
+def stored(run_id: str) -> run_api.Run:
+    run = get_run(run_id)
     assert run is not None
-    assert (run.name, run.experiment, run.status) == ("baseline-a", "test", "FINISHED")
-    assert (run.start_time_ms, run.end_time_ms) == (1_000, 1_500)
-    assert run.params == {"k": "5", "model": "gpt-4o"}
-    assert run.metrics == {"correctness/mean": 0.9, "loss": 0.2}  # loss: its latest step
-    assert run.tags == {"env": "prod"}
-    other = store().get_run(runs["other"])
-    assert other is not None and math.isnan(other.metrics["correctness/mean"])
-    assert (other.status, other.end_time_ms) == ("RUNNING", None)
-    assert store().get_run(uuid.uuid4().hex) is None
+    return run
 
 
-def test_metric_history_keeps_every_step(runs):
-    history = store().get_metric_history(runs["baseline-a"], "loss")
-    assert [(m.step, m.value, m.timestamp_ms) for m in history] == [(0, 1.0, 1_100),
-                                                                    (1, 0.2, 1_200)]
-    assert store().get_metric_history(runs["baseline-a"], "nothing") == []
+def traced_trace_id(name: str = "work") -> str:
+    """Start and end one root span; its trace id."""
+    with assay.start_span(name) as span, assay.start_span("child"):
+        pass
+    return span.trace_id
 
 
-def test_log_metrics_writes_several_keys_at_once_and_the_last_of_a_step_wins(runs):
-    rid = runs["other"]
-    store().log_metrics(rid, [("a", 1.0, 0, 1), ("b", 2.0, 0, 1), ("a", 3.0, 0, 2),
-                              ("a", 4.0, 7, 3)])
-    run = store().get_run(rid)
-    assert run is not None
-    assert (run.metrics["a"], run.metrics["b"]) == (4.0, 2.0)
-    assert [(m.step, m.value) for m in store().get_metric_history(rid, "a")] == [(0, 3.0),
-                                                                                 (7, 4.0)]
-    store().log_metrics(rid, [("a", -1.5, 7, 4), ("inf", math.inf, 0, 4)])
-    run = store().get_run(rid)
-    assert run is not None and run.metrics["a"] == -1.5 and run.metrics["inf"] == math.inf
+# -- start_run / end_run -------------------------------------------------------------------
 
 
-def test_params_and_tags_are_upserts_and_tags_can_be_deleted(runs):
-    rid = runs["baseline-b"]
-    store().log_params(rid, {"model": "gpt-5", "temperature": "0.1"})
-    store().set_run_tags(rid, {"env": "prod"})
-    store().delete_run_tag(rid, "team")
-    store().delete_run_tag(rid, "never-set")
-    run = store().get_run(rid)
-    assert run is not None
-    assert run.params == {"model": "gpt-5", "temperature": "0.1"}
-    assert run.tags == {"env": "prod"}
+def test_a_run_block_finishes_the_run_and_logs_into_it(tracing_any):
+    with start_run("first", tags={"team": "qa"}) as run:
+        assert active_run() is run
+        log_param("model", "gpt-4o-mini")
+        log_params({"k": 5, "none": None})
+        log_metric("accuracy", 0.9)
+        set_tag("dataset", "qa-v3")
+        set_tags({"a": 1})
+        inside = stored(run.run_id)
+        assert (inside.status, inside.end_time_ms) == ("RUNNING", None)
+    assert active_run() is None
+    done = stored(run.run_id)
+    assert (done.name, done.experiment, done.status) == ("first", "test", "FINISHED")
+    assert done.end_time_ms is not None and done.end_time_ms >= done.start_time_ms
+    assert done.params == {"k": "5", "model": "gpt-4o-mini", "none": "None"}
+    assert done.metrics == {"accuracy": 0.9}
+    assert done.tags == {"a": "1", "dataset": "qa-v3", "team": "qa"}
+    assert len(run.run_id) == 32
+    assert run.run == done
 
 
-def test_update_run_to_running_clears_the_end_time_and_can_rename(runs):
-    rid = runs["baseline-a"]
-    store().update_run(rid, status="RUNNING", name="renamed")
-    run = store().get_run(rid)
-    assert run is not None and (run.status, run.end_time_ms, run.name) == ("RUNNING", None,
-                                                                            "renamed")
-    with pytest.raises(ValueError, match="DONE"):
-        store().update_run(rid, status="DONE")
+def test_an_exception_fails_the_run_and_propagates_unchanged(tracing):
+    error = RuntimeError("boom")
+    with pytest.raises(RuntimeError) as info, start_run() as run:
+        raise error
+    assert info.value is error
+    assert stored(run.run_id).status == "FAILED"
+    assert active_run() is None
 
 
-def test_tables_are_stored_replaced_and_read_back(runs):
-    rid = runs["baseline-a"]
-    assert store().load_run_table(rid, "rows") is None
-    store().log_run_table(rid, "rows", '[{"a": 1}]')
-    store().log_run_table(rid, "rows", '[{"a": 2}]')
-    assert store().load_run_table(rid, "rows") == '[{"a": 2}]'
+def test_a_keyboard_interrupt_kills_the_run(tracing):
+    with pytest.raises(KeyboardInterrupt), start_run() as run:
+        raise KeyboardInterrupt
+    assert stored(run.run_id).status == "KILLED"
 
 
-def test_writing_into_a_missing_run_is_an_error_and_writes_nothing(runs):
-    missing = uuid.uuid4().hex
-    for call in (lambda: store().log_params(missing, {"a": "1"}),
-                 lambda: store().log_metrics(missing, [("m", 1.0, 0, 0)]),
-                 lambda: store().set_run_tags(missing, {"t": "v"}),
-                 lambda: store().log_run_table(missing, "t", "[]"),
-                 lambda: store().update_run(missing, status="FINISHED")):
-        with pytest.raises(assay.StoreError, match=f"no run with id '{missing}'"):
+def test_a_store_failure_on_exit_does_not_hide_the_blocks_exception(tracing, monkeypatch):
+    with pytest.raises(ValueError, match="original"), start_run() as run:
+        def broken(*args, **kwargs):
+            raise assay.StoreError("store down")
+        monkeypatch.setattr(run_api._store(), "update_run", broken)
+        raise ValueError("original")
+    monkeypatch.undo()
+    assert active_run() is None
+    assert stored(run.run_id).status == "RUNNING"  # the end could not be written
+
+
+def test_end_run_inside_the_block_keeps_its_status(tracing):
+    with start_run() as run:
+        end_run("KILLED")
+        assert active_run() is None
+    assert stored(run.run_id).status == "KILLED"
+    end_run()  # no active run: nothing happens
+
+
+def test_start_run_without_a_block_and_end_run(tracing):
+    run = start_run("manual", experiment="elsewhere")
+    assert active_run() is run and run.experiment == "elsewhere"
+    log_metric("m", 1)
+    end_run("FAILED")
+    assert active_run() is None
+    assert (stored(run.run_id).status, stored(run.run_id).experiment) == ("FAILED", "elsewhere")
+    assert search_runs(return_type="list") == []
+    assert [r.run_id for r in search_runs(experiment="elsewhere", return_type="list")] == [
+        run.run_id]
+
+
+def test_a_second_run_is_refused_unless_nested(tracing):
+    with start_run("outer") as outer:
+        with pytest.raises(assay.AssayError, match=r"already active.*nested=True"):
+            start_run("inner")
+        with start_run("inner", nested=True) as inner:
+            assert active_run() is inner and inner.parent is outer
+            log_metric("depth", 2)
+        assert active_run() is outer
+        log_metric("depth", 1)
+    assert stored(inner.run_id).tags == {run_api.PARENT_RUN_TAG: outer.run_id}
+    assert stored(inner.run_id).metrics == {"depth": 2.0}
+    assert stored(outer.run_id).metrics == {"depth": 1.0}
+    assert {r.name for r in search_runs(f"tags.`mlflow.parentRunId` = '{outer.run_id}'",
+                                        return_type="list")} == {"inner"}
+
+
+def test_ending_the_outer_run_ends_the_nested_ones_still_active(tracing):
+    with start_run("outer") as outer:
+        inner = start_run("inner", nested=True)
+    assert active_run() is None
+    assert stored(inner.run_id).status == "FINISHED"
+    assert stored(outer.run_id).status == "FINISHED"
+
+
+def test_resuming_a_run_keeps_what_it_logged(tracing_any):
+    with start_run("resumable") as first:
+        log_param("model", "a")
+        log_metric("loss", 1.0, step=0)
+    with start_run(run_id=first.run_id, tags={"resumed": "yes"}) as again:
+        assert again.run_id == first.run_id and again.name == "resumable"
+        resumed = stored(first.run_id)
+        assert (resumed.status, resumed.end_time_ms) == ("RUNNING", None)
+        log_metric("loss", 0.5, step=1)
+    final = stored(first.run_id)
+    assert final.status == "FINISHED"
+    assert final.params == {"model": "a"} and final.metrics == {"loss": 0.5}
+    assert final.tags == {"resumed": "yes"}
+    with start_run("renamed", run_id=first.run_id):
+        pass
+    assert stored(first.run_id).name == "renamed"
+
+
+def test_resuming_an_unknown_run_or_in_another_experiment_is_an_error(tracing):
+    with pytest.raises(assay.AssayError, match="no such run"):
+        start_run(run_id=uuid.uuid4().hex)
+    with start_run() as run:
+        pass
+    with pytest.raises(assay.AssayError, match="experiment 'test', not 'other'"):
+        start_run(run_id=run.run_id, experiment="other")
+    assert active_run() is None
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"name": 3}, "name=3"),
+    ({"experiment": ""}, "experiment=''"),
+    ({"experiment": "*"}, "experiment='\\*'"),
+    ({"tags": ["a"]}, "tags="),
+    ({"tags": {"": "v"}}, "tag key '' must be a non-empty string"),
+    ({"run_id": ""}, "run_id=''"),
+])
+def test_bad_start_run_arguments(tracing, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        start_run(**kwargs)
+    assert active_run() is None
+
+
+def test_bad_statuses_are_refused(tracing):
+    with pytest.raises(ValueError, match=r"'DONE'.*RUNNING"):
+        end_run("DONE")
+    with start_run() as run, pytest.raises(ValueError, match="finished"):
+        run.end("finished")
+
+
+# -- logging -------------------------------------------------------------------------------
+
+
+def test_logging_without_a_run_is_a_clear_error(tracing):
+    for call in (lambda: log_param("k", 1), lambda: log_metric("m", 1.0),
+                 lambda: set_tag("t", "v"), lambda: log_table([], "t"),
+                 lambda: log_metrics({"m": 1.0}), lambda: run_api.delete_tag("t")):
+        with pytest.raises(assay.AssayError, match=r"no run is active.*run_id="):
             call()
-    assert store().get_run(missing) is None
-    assert store().get_metric_history(missing, "m") == []
 
 
-def test_creating_a_run_twice_is_an_error(runs):
-    with pytest.raises(assay.StoreError, match="exists already"):
-        store().create_run(runs["other"], experiment="test", name="again", start_time_ms=0)
-
-
-def test_deleting_a_run_removes_everything_it_logged(runs):
-    rid = runs["baseline-a"]
-    store().log_run_table(rid, "rows", "[]")
-    assert store().delete_run(rid) is True
-    assert store().delete_run(rid) is False
-    assert store().get_run(rid) is None
-    assert store().get_metric_history(rid, "loss") == []
-    assert store().load_run_table(rid, "rows") is None
-    assert found("params.model LIKE 'gpt%'") == {"baseline-b"}
-
-
-def test_runs_and_traces_outlive_each_other(runs):
-    with run_api.start_run("with-traces") as run, assay.start_span("inside"):
+def test_logging_into_another_run_by_id(tracing):
+    with start_run("target") as target:
         pass
-    assert assay.flush(timeout_s=30)
-    trace_id = assay.get_last_trace_id()
-    assert trace_id is not None
-    assert assay.delete_traces("trace.name = 'inside'") == 1
-    assert store().get_run(run.run_id) is not None  # deleting traces leaves runs
-    with run_api.start_run("again") as again, assay.start_span("kept"):
-        pass
-    assert assay.flush(timeout_s=30)
-    kept = assay.get_last_trace_id()
-    assert kept is not None
-    assert run_api.delete_run(again.run_id)
-    trace = assay.get_trace(kept)  # deleting a run leaves its traces, with its id
-    assert trace is not None and trace.info.run_id == again.run_id
+    with start_run("active") as active:
+        log_metric("m", 1.0, run_id=target.run_id)
+        log_param("p", "x", run_id=target.run_id)
+        set_tag("t", "v", run_id=target.run_id)
+        log_table([{"a": 1}], "rows", run_id=target.run_id)
+    assert stored(target.run_id).metrics == {"m": 1.0}
+    assert stored(target.run_id).params == {"p": "x"}
+    assert stored(target.run_id).tags == {"t": "v"}
+    assert stored(active.run_id).metrics == {}
+    with pytest.raises(assay.StoreError, match="no run with id"):
+        log_metric("m", 1.0, run_id=uuid.uuid4().hex)
+    run_api.delete_tag("t", run_id=target.run_id)
+    assert stored(target.run_id).tags == {}
 
 
-# -- batch assessments ---------------------------------------------------------------------
+def test_metrics_history_by_step_and_the_latest_value(tracing_any):
+    with start_run() as run:
+        for step, loss in enumerate([0.9, 0.5, 0.3]):
+            log_metric("loss", loss, step=step)
+        log_metric("loss", 0.4, step=1)  # a step logged again is replaced
+        log_metric("plain", 1.0)
+        log_metric("plain", 2.0)  # no step: step 0, replaced
+        log_metrics({"correctness/mean": 0.8, "passed": True, "failed": False,
+                     "np": np.float32(0.25), "count": np.int64(3), "nan": math.nan,
+                     "big": math.inf}, step=5)
+    history = get_metric_history(run.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(0, 0.9), (1, 0.4), (2, 0.3)]
+    assert all(m.timestamp_ms > 0 and m.key == "loss" for m in history)
+    metrics = stored(run.run_id).metrics
+    assert metrics["loss"] == 0.3 and metrics["plain"] == 2.0
+    assert (metrics["passed"], metrics["failed"], metrics["np"], metrics["count"]) == (
+        1.0, 0.0, 0.25, 3.0)
+    assert math.isnan(metrics["nan"]) and metrics["big"] == math.inf
+    assert [m.step for m in get_metric_history(run.run_id, "plain")] == [0]
 
 
-def _assessment(trace_id: str, name: str, value: object, source_id: str | None = "scorer",
-                when: int = 0) -> Assessment:
-    return Assessment(assessment_id=uuid.uuid4().hex, trace_id=trace_id, name=name,
-                      kind="feedback", value=value, source_type="CODE", source_id=source_id,
-                      created_time_ms=when)
-
-
-def test_log_assessments_overrides_as_log_assessment_does(tracing_any):
-    with assay.start_span("scored"):
-        pass
-    assert assay.flush(timeout_s=30)
-    tid = assay.get_last_trace_id()
-    assert tid is not None
-    stored = _assessment(tid, "correct", False, when=1)
-    anonymous = _assessment(tid, "correct", 0.1, source_id=None, when=1)
-    store().log_assessments([stored, anonymous])
-    batch = [_assessment(tid, "correct", True, when=2),      # overrides `stored`
-             _assessment(tid, "correct", 0.5, when=3),       # overrides the one before
-             _assessment(tid, "correct", 0.2, source_id=None, when=4),  # overrides `anonymous`
-             _assessment(tid, "relevant", 1.0, when=5)]
-    store().log_assessments(batch)
-    store().log_assessments([])
-    trace = assay.get_trace(tid)
-    assert trace is not None
-    by_id = {a.assessment_id: a for a in trace.info.assessments}
-    assert len(by_id) == 6
-    assert by_id[stored.assessment_id].overridden_by == batch[0].assessment_id
-    assert by_id[batch[0].assessment_id].overridden_by == batch[1].assessment_id
-    assert by_id[anonymous.assessment_id].overridden_by == batch[2].assessment_id
-    valid = {(a.name, a.source_id): a.value for a in trace.info.assessments
-             if a.overridden_by is None}
-    assert valid == {("correct", "scorer"): 0.5, ("correct", None): 0.2,
-                     ("relevant", "scorer"): 1.0}
-    assert assay.count_traces("feedback.correct = 0.5") == 1
-    assert assay.count_traces("feedback.correct = true") == 0
-
-
-# -- search_runs: every field kind and operator ----------------------------------------------
-
-FILTERS = [
-    ("metrics.`correctness/mean` >= 0.8", {"baseline-a"}),
-    ("metric.`correctness/mean` < 0.8", {"baseline-b"}),
-    ("metrics.`correctness/mean` > 0", {"baseline-a", "baseline-b"}),  # NaN matches nothing
-    ("metrics.loss = 0.2", {"baseline-a"}),
-    ("metrics.loss = 1.0", set()),  # an earlier step is not the run's value
-    ("metrics.loss != 0.2", {"baseline-b"}),
-    ("metrics.loss > 0.1 AND metrics.loss <= 0.5", {"baseline-a", "baseline-b"}),
-    ("metrics.loss < 0.5", {"baseline-a"}),
-    ("metrics.loss IN (0.5, 0.3)", {"baseline-b"}),
-    ("metrics.loss NOT IN (0.5)", {"baseline-a"}),
-    ("metrics.loss IS NULL", {"other"}),
-    ("metrics.loss IS NOT NULL", {"baseline-a", "baseline-b"}),
-    ("metrics.loss > '0.3'", {"baseline-b"}),
-    ("params.model = 'gpt-4o'", {"baseline-a"}),
-    ("param.model != 'gpt-4o'", {"baseline-b"}),
-    ("params.model LIKE 'gpt-4o%'", {"baseline-a", "baseline-b"}),
-    ("params.model LIKE 'GPT%'", set()),  # LIKE is case-sensitive
-    ("params.model ILIKE 'GPT-4O-MINI'", {"baseline-b"}),
-    ("params.model IN ('gpt-4o', 'claude')", {"baseline-a"}),
-    ("params.model NOT IN ('gpt-4o')", {"baseline-b"}),
-    ("params.k IS NULL", {"baseline-b", "other"}),
-    ("parameters.k IS NOT NULL", {"baseline-a"}),
-    ("params.model RLIKE 'mini$'", {"baseline-b"}),
-    ("tags.env = 'prod'", {"baseline-a"}),
-    ("tags.env != 'prod'", {"baseline-b"}),
-    ("tag.team IS NOT NULL", {"baseline-b"}),
-    ("tags.`env` ILIKE 'STAG%'", {"baseline-b"}),
-    ("attributes.status = 'FINISHED'", {"baseline-a"}),
-    ("status IN ('FAILED', 'RUNNING')", {"baseline-b", "other"}),
-    ("attribute.status != 'RUNNING'", {"baseline-a", "baseline-b"}),
-    ("run_name = 'other'", {"other"}),
-    ("attributes.run_name LIKE 'baseline%'", {"baseline-a", "baseline-b"}),
-    ("attributes.name ILIKE 'OTHER'", {"other"}),
-    ("attributes.start_time > 1500", {"baseline-b", "other"}),
-    ("start_time <= 2000", {"baseline-a", "baseline-b"}),
-    ("attributes.start_time < '1970-01-01T00:00:02Z'", {"baseline-a"}),
-    ("end_time IS NULL", {"other"}),
-    ("attributes.end_time >= 2500", {"baseline-b"}),
-    ("attributes.experiment = 'test'", {"baseline-a", "baseline-b", "other"}),
-    ("NOT params.model = 'gpt-4o'", {"baseline-b", "other"}),
-    ("NOT (tags.env = 'prod' OR status = 'RUNNING')", {"baseline-b"}),
-    ("(tags.env = 'prod' OR tags.env = 'staging') AND NOT metrics.loss > 0.3", {"baseline-a"}),
-    ("params.model = 'gpt-4o' or run_name = 'other'", {"baseline-a", "other"}),
-]
-
-
-@pytest.mark.parametrize(("filter_string", "expected"), FILTERS, ids=[f for f, _ in FILTERS])
-def test_search_runs_filters(runs, filter_string, expected):
-    assert found(filter_string) == expected
-
-
-def test_search_runs_by_run_id(runs):
-    rid = runs["baseline-b"]
-    assert found(f"attributes.run_id = '{rid}'") == {"baseline-b"}
-    assert found(f"run_id IN ('{rid}', '{runs['other']}')") == {"baseline-b", "other"}
-    assert found(f"id != '{rid}'") == {"baseline-a", "other"}
-
-
-def test_search_runs_is_scoped_to_an_experiment(runs):
-    assert found(None) == {"baseline-a", "baseline-b", "other"}
-    assert found("", experiment="other") == {"elsewhere"}
-    assert found(None, experiment="*") == set(NAMES)
-    assert found("attributes.experiment = 'other'", experiment="*") == {"elsewhere"}
-
-
-@pytest.mark.parametrize(("filter_string", "position", "message"), [
-    ("metrics.correctness/mean > 1", 19, "backticks"),
-    ("metrics.x > 'high'", 12, "takes a number"),
-    ("metrics.x LIKE '1%'", 10, "does not take LIKE"),
-    ("statuz = 'FINISHED'", 0, "did you mean 'attributes.status'"),
-    ("trace.status = 'OK'", 0, "unknown field"),
-    ("params.model = gpt", 15, "quote text values"),
-    ("params.model = 'a' AND", 22, "expected a field"),
-    ("(status = 'RUNNING'", 19, "expected ')'"),
-    ("attributes.start_time > 'yesterday'", 24, "ISO date"),
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: log_metric("acc", "high"), "metric 'acc' must be a real number, got str"),
+    (lambda: log_metric("acc", None), "metric 'acc' must be a real number"),
+    (lambda: log_metric("acc", 1 + 2j), "metric 'acc' must be a real number"),
+    (lambda: log_metrics({"ok": 1.0, "bad": [1]}), "metric 'bad'"),
+    (lambda: log_metric("acc", 1.0, step=1.5), "step=1.5"),
+    (lambda: log_metric("acc", 1.0, step=True), "step=True"),
+    (lambda: log_metric("acc", 1.0, step=2 ** 63), "64-bit"),
+    (lambda: log_metric("", 1.0), "metric key '' must be a non-empty string"),
+    (lambda: log_metric(" ", 1.0), "metric key ' '"),
+    (lambda: log_metric(7, 1.0), "metric key 7"),  # type: ignore[arg-type]
+    (lambda: log_metric("m" * 251, 1.0), "251 characters long; keys hold at most 250"),
+    (lambda: log_param("p" * 251, 1), "param key"),
+    (lambda: log_param("prompt", "x" * 6_001), "param 'prompt' is 6001 characters long; a "
+                                               "param holds at most 6000"),
+    (lambda: set_tag("note", "x" * 8_001), "tag 'note' is 8001 characters long"),
+    (lambda: log_params(["a"]), "expected a mapping"),  # type: ignore[arg-type]
+    (lambda: log_metrics([1.0]), "expected a mapping"),  # type: ignore[arg-type]
+    (lambda: log_table([{"a": 1}], ""), "table key ''"),
+    (lambda: log_table("rows", "t"), "expected a pandas DataFrame, a list of dicts"),
+    (lambda: log_table([{"a": 1}, 2], "t"), "row 1 is a int"),
+    (lambda: log_table({"a": [1, 2], "b": [1]}, "t"), "equal lengths"),
 ])
-def test_malformed_run_filters_name_the_position(runs, filter_string, position, message):
-    with pytest.raises(assay.InvalidFilter) as info:
-        run_api.search_runs(filter_string)
-    assert info.value.position == position
-    assert message in str(info.value)
+def test_bad_values_name_the_key(tracing, call, message):
+    with start_run() as run, pytest.raises(ValueError, match=_escape(message)):
+        call()
+    assert stored(run.run_id).metrics == {}  # nothing of a refused batch is written
 
 
-# -- ordering and paging ---------------------------------------------------------------------
+def _escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
 
 
-@pytest.mark.parametrize(("order_by", "expected"), [
-    (None, ["other", "baseline-b", "baseline-a"]),
-    (["start_time"], ["baseline-a", "baseline-b", "other"]),
-    (["attributes.start_time DESC"], ["other", "baseline-b", "baseline-a"]),
-    (["metrics.`correctness/mean` DESC"], ["baseline-a", "baseline-b", "other"]),
-    (["metrics.`correctness/mean` ASC"], ["baseline-b", "baseline-a", "other"]),
-    (["metrics.loss"], ["baseline-a", "baseline-b", "other"]),
-    (["params.model DESC"], ["baseline-b", "baseline-a", "other"]),
-    (["tags.team", "start_time DESC"], ["baseline-b", "other", "baseline-a"]),
-    (["run_name"], ["baseline-a", "baseline-b", "other"]),
-    (["status", "end_time DESC"], ["baseline-b", "baseline-a", "other"]),
-])
-def test_search_runs_order(runs, order_by, expected):
-    assert names(run_api.search_runs(order_by=order_by, return_type="list")) == expected
-    assert names(run_api.search_runs(order_by=order_by)) == expected
+def test_a_param_of_exactly_the_limit_is_kept(tracing):
+    with start_run() as run:
+        log_param("prompt", "x" * run_api.MAX_PARAM_CHARS)
+        log_metric("m" * run_api.MAX_KEY_CHARS, 1.0)
+    assert len(stored(run.run_id).params["prompt"]) == 6_000
 
 
-@pytest.mark.parametrize("order_by", [None, ["metrics.`correctness/mean` DESC"],
-                                      ["params.model"], ["end_time"]])
-def test_search_runs_pages_with_a_cursor(runs, order_by):
-    whole = names(run_api.search_runs(order_by=order_by, return_type="list"))
-    seen: list[str] = []
-    token = None
-    while True:
-        page = run_api.search_runs(order_by=order_by, max_results=1, page_token=token,
-                                   return_type="list")
-        seen.extend(names(page))
-        token = page.next_page_token
-        if token is None:
-            break
-    assert seen == whole
-    frame = run_api.search_runs(order_by=order_by, max_results=2)
-    assert frame.attrs["next_page_token"] is not None
-    rest = run_api.search_runs(order_by=order_by, page_token=frame.attrs["next_page_token"])
-    assert names(frame) + names(rest) == whole
-    assert rest.attrs["next_page_token"] is None
+# -- tables --------------------------------------------------------------------------------
 
 
-def test_a_page_token_only_continues_its_own_ordering(runs):
-    page = run_api.search_runs(max_results=1, return_type="list")
-    with pytest.raises(ValueError, match="search_runs"):
-        run_api.search_runs(order_by=["run_name"], page_token=page.next_page_token)
-    with pytest.raises(ValueError, match="search_runs"):
-        run_api.search_runs(page_token="not-a-token")
+def test_tables_round_trip(tracing_any):
+    rows = [{"question": "2+2?", "score": 1.0, "ok": True, "when": dt.date(2026, 1, 2),
+             "tokens": np.int64(7), "extra": {"a": [1, 2]}},
+            {"question": "ü?", "score": math.nan, "ok": False, "when": None,
+             "tokens": np.int64(9), "extra": None}]
+    frame = pd.DataFrame({"x": [1, 2, 3], "y": ["a", None, "c"],
+                          "z": [0.5, np.nan, 1.5]})
+    with start_run() as run:
+        log_table(rows, "rows")
+        log_table(frame, "frame")
+        log_table({"col": ["a", "b"], "n": [1, 2]}, "columns")
+        log_table([], "empty")
+    back = load_table(run.run_id, "rows")
+    assert list(back.columns) == ["question", "score", "ok", "when", "tokens", "extra"]
+    assert back.iloc[0].to_dict() == {"question": "2+2?", "score": 1.0, "ok": True,
+                                      "when": "2026-01-02", "tokens": 7, "extra": {"a": [1, 2]}}
+    assert back.iloc[1]["question"] == "ü?" and math.isnan(back.iloc[1]["score"])
+    again = load_table(run.run_id, "frame")
+    assert list(again["x"]) == [1, 2, 3] and list(again["y"])[::2] == ["a", "c"]
+    assert pd.isna(again["y"][1])
+    assert again["z"][0] == 0.5 and math.isnan(again["z"][1])
+    assert load_table(run.run_id, "columns").to_dict("records") == [{"col": "a", "n": 1},
+                                                                    {"col": "b", "n": 2}]
+    assert load_table(run.run_id, "empty").empty
 
 
-@pytest.mark.parametrize("order_by", [["metrics"], ["nonsense DESC"], ["trace.name"], "start_time",
-                                      [""]])
-def test_bad_order_by_is_invalid_filter(runs, order_by):
-    with pytest.raises(assay.InvalidFilter):
-        run_api.search_runs(order_by=order_by)
+def test_a_table_logged_again_is_replaced_and_a_missing_one_is_an_error(tracing):
+    with start_run() as run:
+        log_table([{"v": 1}], "t")
+        log_table([{"v": 2}], "t")
+    assert load_table(run.run_id, "t").to_dict("records") == [{"v": 2}]
+    with pytest.raises(assay.AssayError, match="no table 'other'"):
+        load_table(run.run_id, "other")
 
 
-def test_the_frame_has_a_column_per_metric_param_and_tag(runs):
-    frame = run_api.search_runs(order_by=["start_time"])
-    assert list(frame.columns) == [*run_api.RUN_FRAME_COLUMNS, "metrics.correctness/mean",
-                                   "metrics.loss", "params.k", "params.model", "tags.env",
-                                   "tags.team"]
-    first = frame.iloc[0]
-    assert (first["name"], first["metrics.loss"], first["params.model"],
-            first["tags.env"]) == ("baseline-a", 0.2, "gpt-4o", "prod")
-    assert math.isnan(frame.iloc[2]["metrics.loss"])
-    empty = run_api.search_runs("run_name = 'none'")
-    assert list(empty.columns) == list(run_api.RUN_FRAME_COLUMNS) and len(empty) == 0
+# -- reading -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("max_results", [0, 50_001, True, 1.5])
-def test_bad_max_results(runs, max_results):
-    with pytest.raises(ValueError, match="max_results"):
-        run_api.search_runs(max_results=max_results)
+def test_get_run_and_the_run_model(tracing):
+    assert get_run(uuid.uuid4().hex) is None
+    with pytest.raises(ValueError, match="run_id"):
+        get_run("")
+    with start_run("model") as run:
+        log_metric("nan", math.nan)
+        log_param("p", "v")
+    model = stored(run.run_id)
+    data = model.to_dict()
+    assert set(data) == {"run_id", "experiment", "name", "status", "start_time_ms",
+                         "end_time_ms", "params", "metrics", "tags"}
+    again = run_api.Run.from_dict(data)
+    assert again.params == model.params and math.isnan(again.metrics["nan"])
+    assert run_api.delete_run(run.run_id) and get_run(run.run_id) is None
+
+
+def test_the_experiment_defaults_to_the_configured_one(db_uri):
+    assay.configure(store=db_uri, experiment="configured")
+    with start_run() as run:
+        pass
+    assert stored(run.run_id).experiment == "configured"
+    assert [r.run_id for r in search_runs(return_type="list")] == [run.run_id]
+
+
+# -- traces carry the run id ---------------------------------------------------------------
+
+
+def test_traces_inside_a_run_carry_its_id_and_traces_outside_do_not(tracing_any, fetch):
+    before = traced_trace_id("before")
+    with start_run("traced") as run:
+        inside = traced_trace_id("inside")
+
+        @assay.trace
+        def decorated(x: int) -> int:
+            return x + 1
+
+        decorated(1)
+        from_decorator = assay.get_last_trace_id()
+    after = traced_trace_id("after")
+    assert fetch(inside).info.run_id == run.run_id
+    assert fetch(from_decorator).info.run_id == run.run_id
+    assert fetch(before).info.run_id is None and fetch(after).info.run_id is None
+    found = assay.search_traces(f"run_id = '{run.run_id}'", return_type="list")
+    assert {t.trace_id for t in found} == {inside, from_decorator}
+    assert {t.info.name for t in assay.search_traces("run_id IS NULL", return_type="list")} == {
+        "before", "after"}
+    frame = assay.search_traces(f"run_id = '{run.run_id}'")
+    assert set(frame["run_id"]) == {run.run_id}
+
+
+def test_a_span_already_open_when_the_run_starts_keeps_its_trace_outside(tracing, fetch):
+    with assay.start_span("open") as span, start_run() as run, assay.start_span("child"):
+        pass
+    assert fetch(span.trace_id).info.run_id is None
+    assert assay.search_traces(f"run_id = '{run.run_id}'", return_type="list") == []
+
+
+def test_nested_runs_tag_their_traces_with_the_innermost_run(tracing, fetch):
+    with start_run("outer") as outer:
+        in_outer = traced_trace_id()
+        with start_run("inner", nested=True) as inner:
+            in_inner = traced_trace_id()
+    assert fetch(in_outer).info.run_id == outer.run_id
+    assert fetch(in_inner).info.run_id == inner.run_id
+
+
+def test_threads_see_the_run_when_the_context_is_carried(tracing, fetch):
+    with start_run("threads") as run:
+        with ThreadPoolExecutor(4) as pool:
+            copied = [pool.submit(contextvars.copy_context().run, traced_trace_id)
+                      for _ in range(4)]
+            wrapped = pool.submit(wrap(traced_trace_id))
+            bare = pool.submit(traced_trace_id)
+            carried = [f.result() for f in copied] + [wrapped.result()]
+            plain = bare.result()
+
+        seen: list[object] = []
+        thread = threading.Thread(target=lambda: seen.append(active_run()))
+        thread.start()
+        thread.join()
+    assert seen == [None]  # a new thread starts without the run
+    for trace_id in carried:
+        assert fetch(trace_id).info.run_id == run.run_id
+    assert fetch(plain).info.run_id is None
+
+
+def test_a_run_in_one_thread_is_not_active_in_another(tracing):
+    ready, done = threading.Event(), threading.Event()
+    other: list[object] = []
+
+    def elsewhere() -> None:
+        ready.wait(5)
+        other.append(active_run())
+        with start_run("own") as own:  # no refusal: the other thread's run is not here
+            other.append(own)
+        done.set()
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    with start_run("main") as main:
+        ready.set()
+        assert done.wait(10)
+        assert active_run() is main
+    thread.join()
+    assert other[0] is None and stored(other[1].run_id).status == "FINISHED"  # type: ignore[attr-defined]
+
+
+def test_asyncio_tasks_inherit_the_run(tracing, fetch):
+    async def work() -> str:
+        await asyncio.sleep(0)
+        return traced_trace_id("task")
+
+    async def main() -> tuple[str, list[str]]:
+        with start_run("async") as run:
+            ids = await asyncio.gather(*(work() for _ in range(3)))
+        return run.run_id, list(ids)
+
+    run_id, ids = asyncio.run(main())
+    for trace_id in ids:
+        assert fetch(trace_id).info.run_id == run_id
+
+
+def test_the_run_id_travels_with_a_redacted_span(db_uri, fetch):
+    def redact(span):
+        span.inputs = "<hidden>"
+        return span
+
+    assay.configure(store=db_uri, experiment="test", redact=redact, flush_interval_ms=50)
+    with start_run() as run:
+        trace_id = traced_trace_id()
+    trace = fetch(trace_id)
+    assert trace.info.run_id == run.run_id
