@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy.sql.elements import BindParameter
 
 from assay.errors import InvalidFilter
 from assay.store import schema as s
@@ -110,11 +111,13 @@ def order_clauses(keys: list[SortKey]) -> list[Any]:
 
 
 def keyset_condition(keys: list[SortKey], values: list[Any]) -> Any:
-    """Rows strictly after ``values`` in the ordering ``keys``."""
+    """Rows strictly after ``values`` in the ordering ``keys`` (values, or bound
+    parameters supplied when the statement runs)."""
+    bound = [v if isinstance(v, BindParameter) else literal(v) for v in values]
     ors = []
     for i, key in enumerate(keys):
-        equal = [keys[j].expr == literal(values[j]) for j in range(i)]
-        after = key.expr < literal(values[i]) if key.descending else key.expr > literal(values[i])
+        equal = [keys[j].expr == bound[j] for j in range(i)]
+        after = key.expr < bound[i] if key.descending else key.expr > bound[i]
         ors.append(and_(*equal, after))
     return or_(*ors)
 

@@ -19,15 +19,13 @@ from assay.tracing.models import Assessment, Span, SpanEvent, Trace, TraceInfo
 __all__ = ["assemble"]
 
 
-def assemble(conn: Connection, rows: Sequence[Any], include_spans: bool) -> list[Trace]:
-    """The traces of a page (``traces`` rows): with their tags, metadata, assessments
-    and, with ``include_spans``, spans.
-
-    Read through the driver's own cursor with fixed SQL: a page of 100
-    traces brings about 800 tag and metadata rows and 1,000 spans, and the
-    ORM-free path costs a fraction of a generic result's per-row work.
+def assemble(conn: Connection, rows: Sequence[Sequence[Any]],
+             include_spans: bool) -> list[Trace]:
+    """The traces of a page: ``rows`` hold the columns ``plans.PAGE_COLUMNS`` (in
+    that order; more may follow), and each trace gets its tags, metadata,
+    assessments and, with ``include_spans``, spans.
     """
-    ids = [r["trace_id"] for r in rows]
+    ids = [r[0] for r in rows]
     if not ids:
         return []
     tags: dict[str, dict[str, str]] = {i: {} for i in ids}
@@ -48,22 +46,21 @@ def assemble(conn: Connection, rows: Sequence[Any], include_spans: bool) -> list
                 params + params):
             (meta if which else tags)[tid][key] = value
         for row in _fetch(conn, f"SELECT {_ASSESSMENT_SQL_COLUMNS} FROM assessments "
-                                f"WHERE {where} ORDER BY created_time_ms, assessment_id",
-                          params):
+                               f"WHERE {where} ORDER BY created_time_ms, assessment_id",
+                         params):
             assessments[row[1]].append(_assessment_model(row))
         if include_spans:
             for row in _fetch(conn, f"SELECT {_SPAN_SQL_COLUMNS} FROM spans WHERE {where}",
-                              params):
+                             params):
                 spans[row[0]].append(_span_model(row))
     out = []
-    for r in rows:
-        tid = r["trace_id"]
+    for (tid, experiment, name, state, timestamp_ms, execution_time_ms, request_preview,
+         response_preview, run_id, *_) in rows:
         info = TraceInfo(
-            trace_id=tid, experiment=r["experiment"], name=r["name"], state=r["state"],
-            timestamp_ms=r["timestamp_ms"], execution_time_ms=r["execution_time_ms"],
-            request_preview=r["request_preview"], response_preview=r["response_preview"],
-            tags=tags[tid], metadata=meta[tid], assessments=assessments[tid],
-            run_id=r["run_id"])
+            trace_id=tid, experiment=experiment, name=name, state=state,
+            timestamp_ms=timestamp_ms, execution_time_ms=execution_time_ms,
+            request_preview=request_preview, response_preview=response_preview,
+            tags=tags[tid], metadata=meta[tid], assessments=assessments[tid], run_id=run_id)
         span_list = spans[tid]
         span_list.sort(key=_span_order)
         out.append(Trace(info=info, spans=span_list))
@@ -102,7 +99,7 @@ def _in_ids(ids: list[str], pg: bool) -> tuple[str, list[Any]]:
     return f"trace_id IN ({', '.join('?' * len(ids))})", list(ids)
 
 
-def _fetch(conn: Connection, sql: str, params: list[Any]) -> Sequence[Any]:
+def _fetch(conn: Connection, sql: str, params: Any) -> Sequence[Any]:
     """All rows of a read, straight from the driver's cursor (inside ``conn``'s
     transaction)."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]

@@ -32,6 +32,7 @@ from assay.store import schema as s
 from assay.store._run_sql import SqlRuns
 from assay.store.base import MetricRow, RunPage, SpanRecord, TracePage
 from assay.store.pages import assemble
+from assay.store.plans import PAGE_COLUMNS, RARE_MATCHES, SearchPlan, Sql, build_plan, plan_cache
 from assay.store.values import typed_value
 from assay.tracing.models import Assessment, Trace
 
@@ -84,6 +85,8 @@ _FORK_WAIT_S = 5.0
 # How long a search on SQLite walks the traces in page order, probing each, before
 # it gathers the matches first instead (see SqlTraceStore.search).
 _WALK_BUDGET_S = 0.010
+# How long the count that tells few matches from many may take; longer: many.
+_RARE_BUDGET_S = 0.003
 _WALK_STEPS = 1_000  # SQLite virtual-machine steps between looks at the clock
 
 
@@ -174,6 +177,7 @@ class SqlTraceStore:
         # to write before looking again (0: look at the first write).
         self._until_check = 0 if not memory and url.startswith("sqlite") else 1 << 62
         self.runs = SqlRuns(self)
+        self._plans = plan_cache(build_plan)
 
     # fork() hooks, called by the LazyStore that owns this store, in lock order.
     def before_fork(self) -> None:
@@ -910,10 +914,11 @@ class SqlTraceStore:
         """The trace with this id (32 hex characters), or ``None``."""
         tid = str(trace_id).lower()
         with self._read() as conn:
-            row = conn.execute(select(s.traces).where(s.traces.c.trace_id == tid)).first()
+            columns = [s.traces.c[name] for name in PAGE_COLUMNS]
+            row = conn.execute(select(*columns).where(s.traces.c.trace_id == tid)).first()
             if row is None:
                 return None
-            traces = assemble(conn, [row._mapping], include_spans=True)
+            traces = assemble(conn, [tuple(row)], include_spans=True)
         return traces[0]
 
     def _where(self, experiment: str | None, filter_string: str | None, *,
@@ -946,12 +951,15 @@ class SqlTraceStore:
         """One page of the traces matching ``filter_string``, in ``order_by`` order
         (newest first by default), continuing after ``page_token``.
 
-        On SQLite a filter on what a trace has many of (tags, spans, attributes,
-        assessments) is first tried as a walk through the traces in page order
-        that probes each one and stops at the page size: fast when matches are
-        common, whatever their number. When that walk does not fill the page
-        within a few milliseconds (the matches are rare), the matching trace ids
-        are gathered first and the page is picked from them.
+        A search of a shape seen before (filter, ordering, page size) runs the SQL
+        compiled for it then (see :mod:`assay.store.plans`). On SQLite a filter on
+        what a trace has many of (tags, spans, attributes, assessments) is
+        answered one of two ways. When its matches are few (a count that stops
+        at ``plans.RARE_MATCHES`` tells), they are gathered by index and sorted.
+        Otherwise the traces are walked in page order, each probed, until the
+        page is full: fast when matches are common, whatever their number; should
+        that walk not fill the page within a few milliseconds, the matches are
+        gathered after all.
 
         Raises:
             InvalidFilter: the filter or the ordering is malformed.
@@ -961,34 +969,42 @@ class SqlTraceStore:
 
         if order_by is None and order == "oldest":
             order_by = ["timestamp_ms ASC"]
-        keys = ordering.parse_order_by(order_by)
-
-        def page_query(cond: Any) -> Any:
-            query = select(s.traces).where(cond)
-            if page_token is not None:
-                query = query.where(ordering.keyset_condition(
-                    keys, ordering.decode_token(page_token, keys)))
-            labelled = [k.expr.label(f"_sort{i}") for i, k in enumerate(keys)]
-            query = query.add_columns(*labelled).order_by(*ordering.order_clauses(keys))
-            return query.limit(max_results + 1)
-
-        query = page_query(self._where(experiment, filter_string))
-        probe = None
-        if self._get_engines()[0].dialect.name == "sqlite":
-            cond = self._where(experiment, filter_string, correlated=True)
-            probe = None if cond is None else page_query(cond)
+        plan = self._plan(experiment, filter_string, order_by, max_results,
+                          page_token is not None)
+        after = None if page_token is None else ordering.decode_token(page_token, plan.keys)
         with self._read() as conn:
-            rows = None if probe is None else _walk(conn, probe, _WALK_BUDGET_S)
+            if not conn.in_transaction():
+                conn.begin()  # the page and its parts read one snapshot
+            rows = None
+            if plan.walk is not None and plan.rare is not None:
+                few = _budgeted(conn, plan.rare, after, _RARE_BUDGET_S)
+                if few is None or few[0][0] >= RARE_MATCHES:
+                    rows = _budgeted(conn, plan.walk, after, _WALK_BUDGET_S)
             if rows is None:
-                rows = [r._mapping for r in conn.execute(query)]
+                rows = _rows(conn, plan.gather, after)
             more = len(rows) > max_results
             rows = rows[:max_results]
             traces = assemble(conn, rows, include_spans=include_spans)
         token = None
         if more:
-            last = rows[-1]
-            token = ordering.encode_token(keys, [last[f"_sort{i}"] for i in range(len(keys))])
+            token = ordering.encode_token(plan.keys, list(rows[-1][len(PAGE_COLUMNS):]))
         return TracePage(traces, token)
+
+    def _plan(self, experiment: str | None, filter_string: str | None, order_by: Any,
+              max_results: int, after: bool) -> SearchPlan:
+        dialect = self._get_engines()[0].dialect
+        if isinstance(order_by, list):
+            order_by = tuple(order_by)
+        try:
+            return self._plans(dialect, self._fts, experiment, filter_string, order_by,
+                               max_results, after)
+        except TypeError:
+            if all(_hashable(x) for x in (experiment, filter_string, order_by)):
+                raise
+            # Not a shape to keep (an unhashable argument): built for this search,
+            # which then reports what is wrong with it.
+            return build_plan(dialect, self._fts, experiment, filter_string, order_by,
+                              max_results, after)
 
     def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
         """How many traces match, without fetching them."""
@@ -1013,11 +1029,9 @@ def _span_key(span_id: str) -> int:
     return int(span_id, 16) & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def _walk(conn: Connection, query: Any, budget_s: float) -> list[Any] | None:
-    """The rows of ``query`` (SQLite), or ``None`` when it runs longer than
-    ``budget_s``: SQLite's progress handler then interrupts it."""
-    if not conn.in_transaction():
-        conn.begin()  # outside the budget: the page and its parts read one snapshot
+def _budgeted(conn: Connection, sql: Sql, after: Any, budget_s: float) -> list[Any] | None:
+    """The rows of ``sql`` (SQLite, inside a transaction), or ``None`` when it runs
+    longer than ``budget_s``: SQLite's progress handler then interrupts it."""
     raw = conn.connection.dbapi_connection
     deadline = time.perf_counter() + budget_s
     interrupted = False
@@ -1029,7 +1043,7 @@ def _walk(conn: Connection, query: Any, budget_s: float) -> list[Any] | None:
 
     raw.set_progress_handler(over_budget, _WALK_STEPS)  # type: ignore[union-attr]
     try:
-        return [r._mapping for r in conn.execute(query)]
+        return _rows(conn, sql, after)
     except OperationalError:
         # "interrupted", or whatever a step it cut short reports (an FTS5 table
         # being opened says "vtable constructor failed").
@@ -1038,6 +1052,19 @@ def _walk(conn: Connection, query: Any, budget_s: float) -> list[Any] | None:
         return None
     finally:
         raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
+
+
+def _rows(conn: Connection, sql: Sql, after: Any) -> list[Any]:
+    """The rows of a planned statement, as tuples."""
+    return [tuple(row) for row in conn.exec_driver_sql(sql.text, sql.params(after))]
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _copy_insert(conn: Connection, head: str, tail: str, columns: list[str],

@@ -859,7 +859,9 @@ def test_the_plan_of_a_benchmark_query_never_scans_every_span(corpus, corpus_db,
                         return_type="list")
     assay.count_traces(filter_string)
     queries = [(s, p) for s, p in captured_sql if re.search(r"\bFROM traces\b", s)]
-    assert len(queries) == 2, captured_sql  # the page (walked), the count
+    # The page (walked or gathered), the count, and for a filter with subqueries
+    # the count that tells few matches from many.
+    assert len(queries) >= 2, captured_sql
     for statement, parameters in queries:
         plan = query_plan(corpus_db, statement, parameters)
         scans = [line for line in plan if _SPAN_TABLES.match(line.strip())]
@@ -886,9 +888,11 @@ def test_the_default_order_walks_the_timestamp_index_without_sorting(corpus, cor
 
 @pytest.fixture
 def gather_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every walk through the traces is interrupted at once: pages are gathered."""
+    """Every filter looks common (so its page is walked first), and every walk
+    through the traces is interrupted at once: pages are gathered."""
     from assay.store import sql
 
+    monkeypatch.setattr(sql, "RARE_MATCHES", 0)
     monkeypatch.setattr(sql, "_WALK_BUDGET_S", 0.0)
     monkeypatch.setattr(sql, "_WALK_STEPS", 1)
 
@@ -920,7 +924,8 @@ def test_an_interrupted_walk_is_followed_by_a_gathered_page_on_indexes(
     captured_sql.clear()
     assay.search_traces(filter_string, max_results=100, include_spans=False,
                         return_type="list")
-    pages = [(s, p) for s, p in captured_sql if re.search(r"\bFROM traces\b", s)]
+    pages = [(s, p) for s, p in captured_sql if re.search(r"\bFROM traces\b", s)
+             and not s.startswith("SELECT count(*)")]
     has_subquery = re.search(r"\b(span|tags?|metadata|feedback)\.", filter_string)
     # The walk (probing each trace with EXISTS), then the page gathered with IN.
     assert len(pages) == (2 if has_subquery else 1), captured_sql
@@ -931,3 +936,76 @@ def test_an_interrupted_walk_is_followed_by_a_gathered_page_on_indexes(
         plan = query_plan(corpus_db, statement, parameters)
         assert not [line for line in plan if _SPAN_TABLES.match(line.strip())], "\n".join(plan)
         assert not [line for line in plan if _KEYED_TABLES.match(line.strip())], "\n".join(plan)
+
+
+# -- SQLite: few matches are gathered at once, many are walked ------------------------------------
+
+def _page_statements(captured: list[tuple[str, Any]]) -> list[str]:
+    return [s for s, _ in captured if re.search(r"\bFROM traces\b", s)]
+
+
+@pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("filter_string", "expected"), table_params(CASES))
+def test_a_walked_page_finds_what_the_gathered_page_finds(corpus, monkeypatch, filter_string,
+                                                          expected):
+    from assay.store import sql
+
+    monkeypatch.setattr(sql, "RARE_MATCHES", 0)  # every filter looks common: walked
+    found = corpus.search(filter_string)
+    assert set(found) == expected
+    assert len(found) == len(expected)
+
+
+@pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
+def test_a_filter_with_few_matches_is_gathered_without_a_walk(corpus, captured_sql):
+    assert corpus.labels("tags.env = 'prod'")
+    captured_sql.clear()
+    corpus.search("tags.env = 'prod'")
+    statements = _page_statements(captured_sql)
+    # The count that finds the matches few, then the page gathered with IN; no walk.
+    assert len(statements) == 2, statements
+    assert statements[0].startswith("SELECT count(*)")
+    assert "LIMIT" in statements[0]
+    assert "traces.trace_id IN" in statements[1]
+    assert "EXISTS" not in statements[1]
+
+
+@pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
+def test_a_filter_with_many_matches_is_walked(corpus, captured_sql, monkeypatch):
+    from assay.store import sql
+
+    monkeypatch.setattr(sql, "RARE_MATCHES", 1)
+    captured_sql.clear()
+    corpus.search("tags.env = 'prod'")
+    statements = _page_statements(captured_sql)
+    assert len(statements) == 2, statements  # the count, the walk that filled the page
+    assert "EXISTS" in statements[1]
+
+
+@pytest.mark.parametrize("module_store_uri", ["sqlite", "postgresql"], indirect=True)
+def test_a_search_of_a_shape_seen_before_reuses_its_plan(corpus, monkeypatch):
+    from assay.store import filter_parser
+
+    calls: list[str] = []
+    parse = filter_parser.parse_filter
+
+    def counting(text: str) -> Any:
+        calls.append(text)
+        return parse(text)
+
+    monkeypatch.setattr(filter_parser, "parse_filter", counting)
+    query = "span.name = 'call_llm' AND trace.status = 'OK'"
+    first = corpus.walk(1, filter_string=query)
+    parsed = len(calls)
+    assert parsed >= 1
+    assert corpus.walk(1, filter_string=query) == first  # the same pages, no new plan
+    assert len(calls) == parsed
+    # Another literal is another plan, with its own values.
+    assert corpus.labels("span.name = 'nothing-by-this-name'") == set()
+    assert len(calls) == parsed + 1
+
+
+@pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
+def test_an_unhashable_order_by_is_reported_not_cached(corpus):
+    with pytest.raises(assay.InvalidFilter, match="order_by item"):
+        assay.search_traces(order_by=[["timestamp_ms"]], return_type="list")

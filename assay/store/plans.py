@@ -1,0 +1,120 @@
+"""Search plans: a filter, an ordering and a page size compiled once into the SQL
+the driver runs, and kept for the next search of the same shape.
+
+Parsing a filter, building its SQLAlchemy statement and compiling that to SQL
+cost about 1.5 ms, several times what SQLite takes to answer a page by index.
+Every literal of a filter is a bound parameter, so a filter string compiles to
+one SQL text and one set of values: the plan keeps both, and the page token's
+sort values are the only parameters supplied per search. A store keeps its
+plans in a small LRU (:func:`plan_cache`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy.engine import Dialect
+
+from assay.store import ordering
+from assay.store import schema as s
+
+__all__ = ["PAGE_COLUMNS", "SearchPlan", "Sql", "build_plan", "plan_cache"]
+
+#: The trace columns a page reads, in the order ``pages.assemble`` takes them;
+#: the sort values follow.
+PAGE_COLUMNS = ("trace_id", "experiment", "name", "state", "timestamp_ms", "execution_time_ms",
+                "request_preview", "response_preview", "run_id")
+
+_AFTER = "assay_after_"  # the page token's sort values, by position
+# A filter whose gathered matches number fewer than this is answered by
+# gathering them (and sorting) straight away, rather than walking the traces.
+RARE_MATCHES = 2_000
+_PLANS = 256  # plans a store keeps
+
+
+@dataclass(frozen=True)
+class Sql:
+    """SQL text for the driver, and how to get its parameters for one search."""
+
+    text: str
+    names: tuple[str, ...] | None  # positional parameters' names, or None: named
+    values: dict[str, Any]          # the filter's literals, by parameter name
+
+    def params(self, after: Sequence[Any] | None = None) -> Any:
+        values = self.values
+        if after is not None:
+            values = {**values, **{f"{_AFTER}{i}": v for i, v in enumerate(after)}}
+        if self.names is None:
+            return values
+        return tuple(values[name] for name in self.names)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How to answer one shape of search.
+
+    ``gather`` finds every match and sorts them; ``walk`` (SQLite, when the
+    filter has subqueries) walks the traces in page order probing each and
+    stops at the page size; ``rare`` counts matches up to
+    :data:`RARE_MATCHES`, to tell a filter whose matches are few (gather) from
+    one whose matches are many (walk).
+    """
+
+    keys: list[ordering.SortKey]
+    gather: Sql
+    walk: Sql | None
+    rare: Sql | None
+
+
+def _compiled(stmt: Any, dialect: Dialect) -> Sql:
+    compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    values = {key: value for key, value in compiled.params.items()
+              if not key.startswith(_AFTER)}
+    names = tuple(compiled.positiontup) if compiled.positional else None
+    return Sql(compiled.string, names, values)
+
+
+def build_plan(dialect: Dialect, fts: bool, experiment: str | None, filter_string: str | None,
+               order_by: tuple[str, ...] | None, max_results: int, after: bool) -> SearchPlan:
+    """The plan for a search (``after``: it continues after a page token).
+
+    Raises:
+        InvalidFilter: the filter or the ordering is malformed.
+    """
+    from assay.store.filter_parser import parse_filter
+    from assay.store.filter_sql import compile_correlated, compile_filter
+
+    keys = ordering.parse_order_by(list(order_by) if order_by is not None else None)
+    expr = parse_filter(filter_string) if filter_string else None
+    text = filter_string or ""
+    cond = compile_filter(expr, dialect=dialect.name, fts=fts, filter_string=text)
+    probe = None
+    if expr is not None and dialect.name == "sqlite":
+        probe = compile_correlated(expr, dialect=dialect.name, fts=fts, filter_string=text)
+    scope = [] if experiment is None else [s.traces.c.experiment == experiment]
+    token = [ordering.keyset_condition(keys, [bindparam(f"{_AFTER}{i}")
+                                              for i in range(len(keys))])] if after else []
+    columns = [s.traces.c[name] for name in PAGE_COLUMNS]
+    labelled = [k.expr.label(f"_sort{i}") for i, k in enumerate(keys)]
+
+    def page(where: Any) -> Any:
+        return (select(*columns, *labelled).where(and_(*scope, where, *token))
+                .order_by(*ordering.order_clauses(keys)).limit(max_results + 1))
+
+    gather = _compiled(page(cond), dialect)
+    if probe is None:
+        return SearchPlan(keys, gather, None, None)
+    matches = select(s.traces.c.trace_id).where(and_(*scope, cond, *token)) \
+        .limit(RARE_MATCHES).subquery()
+    rare = select(func.count()).select_from(matches)
+    return SearchPlan(keys, gather, _compiled(page(probe), dialect), _compiled(rare, dialect))
+
+
+def plan_cache(build: Callable[..., SearchPlan]) -> Callable[..., SearchPlan]:
+    """``build`` behind a thread-safe LRU of :data:`_PLANS` plans."""
+    return functools.lru_cache(maxsize=_PLANS)(build)
+
