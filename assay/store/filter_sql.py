@@ -40,7 +40,8 @@ from assay.errors import InvalidFilter
 from assay.store import schema as s
 from assay.store.filter_ast import Comparison, Expr, Field, Not, Or, iso_to_epoch_ms
 
-__all__ = ["compile_correlated", "compile_filter", "compile_run_filter", "latest_metric_value"]
+__all__ = ["Bound", "compile_bound", "compile_correlated", "compile_filter", "compile_run_filter",
+           "latest_metric_value"]
 
 _T = s.traces.c
 _TRACE_COLUMNS = {
@@ -63,6 +64,9 @@ class _Compiler:
         self.position = 0
         self.correlated = correlated
         self.subqueries = 0  # correlated ones
+        # When a list: every subquery ``member`` is given, with whether it is
+        # negated and whether it can be probed by trace id (see compile_bound).
+        self.members: list[tuple[Any, bool, bool]] | None = None
 
     def member(self, sub: Any, *, negate: bool = False,
                correlate: bool = True) -> ColumnElement[bool]:
@@ -74,6 +78,8 @@ class _Compiler:
         page size (``correlate=False`` keeps IN for a subquery that cannot be
         probed by trace id, such as the full-text table's).
         """
+        if self.members is not None:
+            self.members.append((sub, negate, correlate))
         if self.correlated and correlate:
             self.subqueries += 1
             probe = sub.where(sub.selected_columns[0] == _T.trace_id).exists()
@@ -355,6 +361,43 @@ def compile_correlated(expr: Expr, *, dialect: str, fts: bool,
     compiler = _Compiler(dialect, fts, filter_string, correlated=True)
     cond = compiler.expr(expr)
     return cond if compiler.subqueries else None
+
+
+#: An upper bound on a filter's matches, from the subqueries of its predicates:
+#: ``("rows", subquery)``, the trace ids one predicate selects (a trace may be
+#: counted more than once); ``("min", [...])`` for AND; ``("sum", [...])`` for OR.
+Bound = tuple[str, Any]
+
+
+def compile_bound(expr: Expr, *, dialect: str, fts: bool,
+                  filter_string: str = "") -> Bound | None:
+    """How to bound the number of traces ``expr`` matches by counting index
+    entries, or ``None`` when nothing bounds it (a predicate on a trace column,
+    a negation, the full text). Counting each subquery's rows up to a limit
+    reads one index range, whatever the rest of the store holds."""
+    compiler = _Compiler(dialect, fts, filter_string)
+
+    def bound(node: Expr) -> Bound | None:
+        if isinstance(node, Comparison):
+            if node.field.kind == "trace":
+                return None  # a column (run_id: a column or a metadata key)
+            compiler.members = []
+            compiler.position = node.position
+            compiler.comparison(node)
+            members, compiler.members = compiler.members, None
+            if len(members) != 1:
+                return None
+            sub, negate, probed = members[0]
+            return None if negate or not probed else ("rows", sub)
+        if isinstance(node, Not):
+            return None
+        parts = [bound(item) for item in node.items]
+        if isinstance(node, Or):
+            return None if any(p is None for p in parts) else ("sum", parts)
+        known = [p for p in parts if p is not None]
+        return ("min", known) if known else None
+
+    return bound(expr)
 
 
 # -- run filters ----------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from sqlalchemy.engine import Dialect
 from assay.store import ordering
 from assay.store import schema as s
 
-__all__ = ["PAGE_COLUMNS", "SearchPlan", "Sql", "build_plan", "plan_cache"]
+__all__ = ["PAGE_COLUMNS", "RARE_MATCHES", "SearchPlan", "Sql", "bounded_matches", "build_plan",
+           "plan_cache"]
 
 #: The trace columns a page reads, in the order ``pages.assemble`` takes them;
 #: the sort values follow.
@@ -59,15 +60,16 @@ class SearchPlan:
 
     ``gather`` finds every match and sorts them; ``walk`` (SQLite, when the
     filter has subqueries) walks the traces in page order probing each and
-    stops at the page size; ``rare`` counts matches up to
-    :data:`RARE_MATCHES`, to tell a filter whose matches are few (gather) from
-    one whose matches are many (walk).
+    stops at the page size; ``bound`` tells a filter whose matches are few
+    (gather them) from one whose matches are many (walk): a tree as
+    ``filter_sql.Bound`` whose leaves count a predicate's index entries up to
+    :data:`RARE_MATCHES` (``None``: no bound, walk).
     """
 
     keys: list[ordering.SortKey]
     gather: Sql
     walk: Sql | None
-    rare: Sql | None
+    bound: tuple[str, Any] | None
 
 
 def _compiled(stmt: Any, dialect: Dialect) -> Sql:
@@ -86,7 +88,7 @@ def build_plan(dialect: Dialect, fts: bool, experiment: str | None, filter_strin
         InvalidFilter: the filter or the ordering is malformed.
     """
     from assay.store.filter_parser import parse_filter
-    from assay.store.filter_sql import compile_correlated, compile_filter
+    from assay.store.filter_sql import compile_bound, compile_correlated, compile_filter
 
     keys = ordering.parse_order_by(list(order_by) if order_by is not None else None)
     expr = parse_filter(filter_string) if filter_string else None
@@ -106,12 +108,37 @@ def build_plan(dialect: Dialect, fts: bool, experiment: str | None, filter_strin
                 .order_by(*ordering.order_clauses(keys)).limit(max_results + 1))
 
     gather = _compiled(page(cond), dialect)
-    if probe is None:
+    if probe is None or expr is None:
         return SearchPlan(keys, gather, None, None)
-    matches = select(s.traces.c.trace_id).where(and_(*scope, cond, *token)) \
-        .limit(RARE_MATCHES).subquery()
-    rare = select(func.count()).select_from(matches)
-    return SearchPlan(keys, gather, _compiled(page(probe), dialect), _compiled(rare, dialect))
+    bound = compile_bound(expr, dialect=dialect.name, fts=fts, filter_string=text)
+    return SearchPlan(keys, gather, _compiled(page(probe), dialect),
+                      None if bound is None else _counts(bound, dialect))
+
+
+def _counts(bound: tuple[str, Any], dialect: Dialect) -> tuple[str, Any]:
+    """``bound`` with each subquery replaced by the SQL counting its rows up to
+    :data:`RARE_MATCHES`."""
+    how, what = bound
+    if how == "rows":
+        rows = what.limit(RARE_MATCHES).subquery()
+        return how, _compiled(select(func.count()).select_from(rows), dialect)
+    return how, [_counts(part, dialect) for part in what]
+
+
+def bounded_matches(bound: tuple[str, Any], count: Callable[[Sql], int]) -> int:
+    """An upper bound on a filter's matches, or :data:`RARE_MATCHES` when it is
+    at least that many: ``count`` runs one leaf's SQL."""
+    how, what = bound
+    if how == "rows":
+        return min(count(what), RARE_MATCHES)
+    total = 0
+    if how == "sum":
+        for part in what:
+            total += bounded_matches(part, count)
+            if total >= RARE_MATCHES:
+                return RARE_MATCHES
+        return total
+    return min((bounded_matches(part, count) for part in what), default=RARE_MATCHES)
 
 
 def plan_cache(build: Callable[..., SearchPlan]) -> Callable[..., SearchPlan]:

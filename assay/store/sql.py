@@ -32,7 +32,15 @@ from assay.store import schema as s
 from assay.store._run_sql import SqlRuns
 from assay.store.base import MetricRow, RunPage, SpanRecord, TracePage
 from assay.store.pages import assemble
-from assay.store.plans import PAGE_COLUMNS, RARE_MATCHES, SearchPlan, Sql, build_plan, plan_cache
+from assay.store.plans import (
+    PAGE_COLUMNS,
+    RARE_MATCHES,
+    SearchPlan,
+    Sql,
+    bounded_matches,
+    build_plan,
+    plan_cache,
+)
 from assay.store.values import typed_value
 from assay.tracing.models import Assessment, Trace
 
@@ -976,10 +984,8 @@ class SqlTraceStore:
             if not conn.in_transaction():
                 conn.begin()  # the page and its parts read one snapshot
             rows = None
-            if plan.walk is not None and plan.rare is not None:
-                few = _budgeted(conn, plan.rare, after, _RARE_BUDGET_S)
-                if few is None or few[0][0] >= RARE_MATCHES:
-                    rows = _budgeted(conn, plan.walk, after, _WALK_BUDGET_S)
+            if plan.walk is not None and not _few(conn, plan.bound):
+                rows = _budgeted(conn, plan.walk, after, _WALK_BUDGET_S)
             if rows is None:
                 rows = _rows(conn, plan.gather, after)
             more = len(rows) > max_results
@@ -1050,6 +1056,31 @@ def _budgeted(conn: Connection, sql: Sql, after: Any, budget_s: float) -> list[A
         if not interrupted:
             raise
         return None
+    finally:
+        raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
+
+
+def _few(conn: Connection, bound: tuple[str, Any] | None) -> bool:
+    """Whether a filter's matches are known to be fewer than ``RARE_MATCHES``
+    (SQLite): its bound is counted within ``_RARE_BUDGET_S``."""
+    if bound is None:
+        return False
+    raw = conn.connection.dbapi_connection
+    deadline = time.perf_counter() + _RARE_BUDGET_S
+
+    def over_budget() -> int:
+        return 1 if time.perf_counter() > deadline else 0
+
+    def count(sql: Sql) -> int:
+        return int(_rows(conn, sql, None)[0][0])
+
+    raw.set_progress_handler(over_budget, _WALK_STEPS)  # type: ignore[union-attr]
+    try:
+        return bounded_matches(bound, count) < RARE_MATCHES
+    except OperationalError:
+        if time.perf_counter() <= deadline:
+            raise
+        return False  # counting takes long: the matches are many
     finally:
         raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
 

@@ -941,7 +941,9 @@ def test_an_interrupted_walk_is_followed_by_a_gathered_page_on_indexes(
 # -- SQLite: few matches are gathered at once, many are walked ------------------------------------
 
 def _page_statements(captured: list[tuple[str, Any]]) -> list[str]:
-    return [s for s, _ in captured if re.search(r"\bFROM traces\b", s)]
+    """The statements of a search: counts bounding its matches, and the page."""
+    return [s for s, _ in captured
+            if re.search(r"\bFROM traces\b", s) or s.startswith("SELECT count(*)")]
 
 
 @pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
@@ -962,9 +964,11 @@ def test_a_filter_with_few_matches_is_gathered_without_a_walk(corpus, captured_s
     captured_sql.clear()
     corpus.search("tags.env = 'prod'")
     statements = _page_statements(captured_sql)
-    # The count that finds the matches few, then the page gathered with IN; no walk.
+    # The count of the tag's index entries (up to a limit), which finds the matches
+    # few, then the page gathered with IN; no walk.
     assert len(statements) == 2, statements
     assert statements[0].startswith("SELECT count(*)")
+    assert "FROM trace_tags" in statements[0]
     assert "LIMIT" in statements[0]
     assert "traces.trace_id IN" in statements[1]
     assert "EXISTS" not in statements[1]
