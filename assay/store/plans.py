@@ -22,8 +22,8 @@ from sqlalchemy.engine import Dialect
 from assay.store import ordering
 from assay.store import schema as s
 
-__all__ = ["PAGE_COLUMNS", "RARE_MATCHES", "SearchPlan", "Sql", "bounded_matches", "build_plan",
-           "plan_cache"]
+__all__ = ["PAGE_COLUMNS", "RARE_MATCHES", "SearchPlan", "Sql", "bounded_matches", "build_count",
+           "build_plan", "plan_cache", "where_clause"]
 
 #: The trace columns a page reads, in the order ``pages.assemble`` takes them;
 #: the sort values follow.
@@ -141,7 +141,33 @@ def bounded_matches(bound: tuple[str, Any], count: Callable[[Sql], int]) -> int:
     return min((bounded_matches(part, count) for part in what), default=RARE_MATCHES)
 
 
-def plan_cache(build: Callable[..., SearchPlan]) -> Callable[..., SearchPlan]:
+def where_clause(dialect: str, fts: bool, experiment: str | None,
+                 filter_string: str | None) -> Any:
+    """The WHERE condition on ``traces`` for a filter in an experiment (or all).
+
+    Raises:
+        InvalidFilter: the filter is malformed.
+    """
+    from assay.store.filter_parser import parse_filter
+    from assay.store.filter_sql import compile_filter
+
+    expr = parse_filter(filter_string) if filter_string else None
+    cond = compile_filter(expr, dialect=dialect, fts=fts, filter_string=filter_string or "")
+    return cond if experiment is None else and_(s.traces.c.experiment == experiment, cond)
+
+
+def build_count(dialect: Dialect, fts: bool, experiment: str | None,
+                filter_string: str | None) -> Sql:
+    """The SQL counting a filter's matches.
+
+    Raises:
+        InvalidFilter: the filter is malformed.
+    """
+    where = where_clause(dialect.name, fts, experiment, filter_string)
+    return _compiled(select(func.count()).select_from(s.traces).where(where), dialect)
+
+
+def plan_cache(build: Callable[..., Any]) -> Callable[..., Any]:
     """``build`` behind a thread-safe LRU of :data:`_PLANS` plans."""
     return functools.lru_cache(maxsize=_PLANS)(build)
 

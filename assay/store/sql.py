@@ -38,8 +38,10 @@ from assay.store.plans import (
     SearchPlan,
     Sql,
     bounded_matches,
+    build_count,
     build_plan,
     plan_cache,
+    where_clause,
 )
 from assay.store.values import typed_value
 from assay.tracing.models import Assessment, Trace
@@ -186,6 +188,7 @@ class SqlTraceStore:
         self._until_check = 0 if not memory and url.startswith("sqlite") else 1 << 62
         self.runs = SqlRuns(self)
         self._plans = plan_cache(build_plan)
+        self._count_plans = plan_cache(build_count)
 
     # fork() hooks, called by the LazyStore that owns this store, in lock order.
     def before_fork(self) -> None:
@@ -929,28 +932,10 @@ class SqlTraceStore:
             traces = assemble(conn, [tuple(row)], include_spans=True)
         return traces[0]
 
-    def _where(self, experiment: str | None, filter_string: str | None, *,
-               correlated: bool = False) -> Any:
-        """The WHERE condition for a filter; with ``correlated``, the form whose
-        subqueries are probed per trace (``None`` when it has no subquery)."""
-        from assay.store.filter_parser import parse_filter
-        from assay.store.filter_sql import compile_correlated, compile_filter
-
-        dialect = self._get_engines()[0].dialect.name
-        expr = parse_filter(filter_string) if filter_string else None
-        if correlated:
-            if expr is None:
-                return None
-            cond = compile_correlated(expr, dialect=dialect, fts=self._fts,
-                                      filter_string=filter_string or "")
-            if cond is None:
-                return None
-        else:
-            cond = compile_filter(expr, dialect=dialect, fts=self._fts,
-                                  filter_string=filter_string or "")
-        if experiment is not None:
-            cond = and_(s.traces.c.experiment == experiment, cond)
-        return cond
+    def _where(self, experiment: str | None, filter_string: str | None) -> Any:
+        """The WHERE condition on ``traces`` for a filter."""
+        return where_clause(self._get_engines()[0].dialect.name, self._fts, experiment,
+                            filter_string)
 
     def search(self, *, experiment: str | None, max_results: int = 100,
                page_token: str | None = None, order: Literal["newest", "oldest"] = "newest",
@@ -998,26 +983,18 @@ class SqlTraceStore:
 
     def _plan(self, experiment: str | None, filter_string: str | None, order_by: Any,
               max_results: int, after: bool) -> SearchPlan:
-        dialect = self._get_engines()[0].dialect
         if isinstance(order_by, list):
             order_by = tuple(order_by)
-        try:
-            return self._plans(dialect, self._fts, experiment, filter_string, order_by,
-                               max_results, after)
-        except TypeError:
-            if all(_hashable(x) for x in (experiment, filter_string, order_by)):
-                raise
-            # Not a shape to keep (an unhashable argument): built for this search,
-            # which then reports what is wrong with it.
-            return build_plan(dialect, self._fts, experiment, filter_string, order_by,
-                              max_results, after)
+        return _cached(self._plans, build_plan, self._get_engines()[0].dialect, self._fts,
+                       experiment, filter_string, order_by, max_results, after)
 
     def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
-        """How many traces match, without fetching them."""
-        query = select(func.count()).select_from(s.traces).where(
-            self._where(experiment, filter_string))
+        """How many traces match, without fetching them (the SQL compiled for a
+        filter is kept, as a search's is)."""
+        sql = _cached(self._count_plans, build_count, self._get_engines()[0].dialect,
+                      self._fts, experiment, filter_string)
         with self._read() as conn:
-            return int(conn.execute(query).scalar() or 0)
+            return int(_rows(conn, sql, None)[0][0] or 0)
 
     def count_spans(self) -> int:
         with self._read() as conn:
@@ -1090,12 +1067,14 @@ def _rows(conn: Connection, sql: Sql, after: Any) -> list[Any]:
     return [tuple(row) for row in conn.exec_driver_sql(sql.text, sql.params(after))]
 
 
-def _hashable(value: Any) -> bool:
+def _cached(cache: Any, build: Any, *args: Any) -> Any:
+    """``cache(*args)``; or, for arguments that cannot be a cache's key (a list
+    where a string belongs), ``build(*args)``, which reports what is wrong."""
     try:
-        hash(value)
+        hash(args)
     except TypeError:
-        return False
-    return True
+        return build(*args)
+    return cache(*args)
 
 
 def _copy_insert(conn: Connection, head: str, tail: str, columns: list[str],
