@@ -1012,54 +1012,54 @@ def _span_key(span_id: str) -> int:
     return int(span_id, 16) & 0x7FFF_FFFF_FFFF_FFFF
 
 
+class _Deadline:
+    """SQLite's progress handler for a connection: statements run in the block are
+    interrupted once ``budget_s`` has passed (``expired`` then says so)."""
+
+    def __init__(self, conn: Connection, budget_s: float) -> None:
+        self._raw: Any = conn.connection.dbapi_connection
+        self._at = time.perf_counter() + budget_s
+        self.expired = False
+
+    def _check(self) -> int:
+        self.expired = time.perf_counter() > self._at
+        return 1 if self.expired else 0
+
+    def __enter__(self) -> _Deadline:
+        self._raw.set_progress_handler(self._check, _WALK_STEPS)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._raw.set_progress_handler(None, 0)
+
+
 def _budgeted(conn: Connection, sql: Sql, after: Any, budget_s: float) -> list[Any] | None:
     """The rows of ``sql`` (SQLite, inside a transaction), or ``None`` when it runs
-    longer than ``budget_s``: SQLite's progress handler then interrupts it."""
-    raw = conn.connection.dbapi_connection
-    deadline = time.perf_counter() + budget_s
-    interrupted = False
-
-    def over_budget() -> int:
-        nonlocal interrupted
-        interrupted = time.perf_counter() > deadline
-        return 1 if interrupted else 0
-
-    raw.set_progress_handler(over_budget, _WALK_STEPS)  # type: ignore[union-attr]
-    try:
-        return _rows(conn, sql, after)
-    except OperationalError:
-        # "interrupted", or whatever a step it cut short reports (an FTS5 table
-        # being opened says "vtable constructor failed").
-        if not interrupted:
-            raise
-        return None
-    finally:
-        raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
+    longer than ``budget_s``."""
+    with _Deadline(conn, budget_s) as deadline:
+        try:
+            return _rows(conn, sql, after)
+        except OperationalError:
+            # "interrupted", or whatever a step it cut short reports (an FTS5 table
+            # being opened says "vtable constructor failed").
+            if not deadline.expired:
+                raise
+            return None
 
 
 def _few(conn: Connection, bound: tuple[str, Any] | None) -> bool:
     """Whether a filter's matches are known to be fewer than ``RARE_MATCHES``
-    (SQLite): its bound is counted within ``_RARE_BUDGET_S``."""
+    (SQLite): its bound counted within ``_RARE_BUDGET_S`` (longer: many)."""
     if bound is None:
         return False
-    raw = conn.connection.dbapi_connection
-    deadline = time.perf_counter() + _RARE_BUDGET_S
-
-    def over_budget() -> int:
-        return 1 if time.perf_counter() > deadline else 0
-
-    def count(sql: Sql) -> int:
-        return int(_rows(conn, sql, None)[0][0])
-
-    raw.set_progress_handler(over_budget, _WALK_STEPS)  # type: ignore[union-attr]
-    try:
-        return bounded_matches(bound, count) < RARE_MATCHES
-    except OperationalError:
-        if time.perf_counter() <= deadline:
-            raise
-        return False  # counting takes long: the matches are many
-    finally:
-        raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
+    with _Deadline(conn, _RARE_BUDGET_S) as deadline:
+        try:
+            return bounded_matches(bound, lambda sql: int(_rows(conn, sql, None)[0][0])) \
+                < RARE_MATCHES
+        except OperationalError:
+            if not deadline.expired:
+                raise
+            return False
 
 
 def _rows(conn: Connection, sql: Sql, after: Any) -> list[Any]:
