@@ -165,6 +165,7 @@ class _Load:
     defer: bool | None
     total: int = 0
     deferred: list[Any] = field(default_factory=list)
+    db_file: str | None = None  # SQLite: the database file, to checkpoint meanwhile
 
 
 class SqlTraceStore:
@@ -626,6 +627,7 @@ class SqlTraceStore:
         try:
             with writer.connect() as conn:
                 if sqlite_db:
+                    load.db_file = _db_file(conn)
                     _pragma(conn, f"cache_size = {-1024 * int(cache_mb)}")
                     # One checkpoint at the end rather than one per 40 MB: a page
                     # that several chunks dirty is copied into the file once.
@@ -670,7 +672,10 @@ class SqlTraceStore:
 
     def _finish_load(self, conn: Connection, load: _Load, sqlite_db: bool) -> None:
         if load.deferred:
-            with self._fork_guard, conn.begin():
+            # The chunks' pages go from the WAL into the file meanwhile: the final
+            # checkpoint is left the new indexes' pages only (measured at 1,000,000
+            # spans: 5 s rather than 13 s, the index builds no slower).
+            with self._fork_guard, conn.begin(), _checkpointing(load.db_file):
                 for index in load.deferred:
                     index.create(conn, checkfirst=True)
         if load.total:
@@ -1109,6 +1114,49 @@ def _analyzed_rows(conn: Connection, table: str) -> int:
 def _pragma(conn: Connection, pragma: str) -> None:
     """Set an SQLite pragma on this connection, outside any transaction."""
     conn.connection.dbapi_connection.execute(f"PRAGMA {pragma}")  # type: ignore[union-attr]
+
+
+def _db_file(conn: Connection) -> str | None:
+    """The file of an SQLite connection's main database (``None``: in memory)."""
+    raw: Any = conn.connection.dbapi_connection
+    for _seq, name, path in raw.execute("PRAGMA database_list"):
+        if name == "main":
+            return path or None
+    return None
+
+
+@contextmanager
+def _checkpointing(db_file: str | None) -> Iterator[None]:
+    """SQLite: copy the transactions committed so far from the WAL into the database
+    file (and sync it) from a second connection, while the caller's transaction works:
+    a PASSIVE checkpoint takes no lock a writer needs. The disk work of a bulk load
+    then overlaps its CPU work rather than all coming at its final checkpoint.
+    Entered within the fork guard: the thread is done before the guard is released.
+    """
+    if db_file is None:
+        yield
+        return
+
+    import sqlite3
+
+    def run() -> None:
+        try:
+            raw = sqlite3.connect(db_file, timeout=_BUSY_TIMEOUT_MS / 1000,
+                                  isolation_level=None, check_same_thread=False)
+            try:
+                raw.execute("PRAGMA synchronous = NORMAL")
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                raw.close()
+        except sqlite3.Error as exc:  # the final checkpoint does it then
+            log.debug("assay: background checkpoint of %s failed: %s", db_file, exc)
+
+    worker = threading.Thread(target=run, name="assay-checkpoint", daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        worker.join()
 
 
 def _load_indexes() -> list[Any]:
