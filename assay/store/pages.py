@@ -9,14 +9,17 @@ on PostgreSQL): a page of 100 traces brings about 800 tag and metadata rows and
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from pydantic_core import from_json
 from sqlalchemy import Connection
 
 from assay.tracing.models import Assessment, Span, SpanEvent, Trace, TraceInfo
 
 __all__ = ["assemble"]
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def assemble(conn: Connection, rows: Sequence[Sequence[Any]],
@@ -38,13 +41,16 @@ def assemble(conn: Connection, rows: Sequence[Sequence[Any]],
         # start parallel workers for it, at several milliseconds each (measured
         # 8 ms for the tags and metadata of 100 traces of 100,000, 2 ms without).
         _fetch(conn, "SET LOCAL max_parallel_workers_per_gather = 0", [])
+    group = "json_object_agg(key, value)::text" if pg else "json_group_object(key, value)"
     for chunk in _chunks(ids, 500):
         where, params = _in_ids(chunk, pg)
-        for which, tid, key, value in _fetch(
-                conn, f"SELECT 0, trace_id, key, value FROM trace_tags WHERE {where} "
-                f"UNION ALL SELECT 1, trace_id, key, value FROM trace_metadata WHERE {where}",
-                params + params):
-            (meta if which else tags)[tid][key] = value
+        # One row a trace and table, its pairs as a JSON object: parsing that is
+        # cheaper than a row a pair (1.3 against 1.7 ms for 100 traces).
+        for which, tid, pairs in _fetch(
+                conn, f"SELECT 0, trace_id, {group} FROM trace_tags WHERE {where} "
+                f"GROUP BY trace_id UNION ALL SELECT 1, trace_id, {group} "
+                f"FROM trace_metadata WHERE {where} GROUP BY trace_id", params + params):
+            (meta if which else tags)[tid] = from_json(pairs)
         for row in _fetch(conn, f"SELECT {_ASSESSMENT_SQL_COLUMNS} FROM assessments "
                                f"WHERE {where} ORDER BY created_time_ms, assessment_id",
                          params):
@@ -56,15 +62,33 @@ def assemble(conn: Connection, rows: Sequence[Sequence[Any]],
     out = []
     for (tid, experiment, name, state, timestamp_ms, execution_time_ms, request_preview,
          response_preview, run_id, *_) in rows:
-        info = TraceInfo(
-            trace_id=tid, experiment=experiment, name=name, state=state,
-            timestamp_ms=timestamp_ms, execution_time_ms=execution_time_ms,
-            request_preview=request_preview, response_preview=response_preview,
-            tags=tags[tid], metadata=meta[tid], assessments=assessments[tid], run_id=run_id)
+        info = _trusted(TraceInfo, {
+            "trace_id": tid, "experiment": experiment, "name": name, "state": state,
+            "timestamp_ms": timestamp_ms, "execution_time_ms": execution_time_ms,
+            "request_preview": request_preview, "response_preview": response_preview,
+            "tags": tags[tid], "metadata": meta[tid], "assessments": assessments[tid],
+            "run_id": run_id})
         span_list = spans[tid]
         span_list.sort(key=_span_order)
-        out.append(Trace(info=info, spans=span_list))
+        out.append(_trusted(Trace, {"info": info, "spans": span_list}))
     return out
+
+
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+def _trusted(cls: type[_M], values: dict[str, Any]) -> _M:
+    """A ``cls`` holding ``values``, one for each of its fields, without pydantic's
+    validation: what the store holds was validated when it was written, and is
+    read back as it was (a span costs 2.5 rather than 5.4 µs to build).
+    ``tests/store/test_pages.py`` checks that these equal validated models."""
+    obj = _new(cls)
+    _setattr(obj, "__dict__", values)
+    _setattr(obj, "__pydantic_fields_set__", set(values))
+    _setattr(obj, "__pydantic_extra__", None)
+    _setattr(obj, "__pydantic_private__", None)
+    return obj
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
@@ -117,21 +141,26 @@ def _span_order(span: Span) -> tuple[int, str]:
 def _assessment_model(row: Any) -> Assessment:
     (assessment_id, trace_id, name, kind, value_json, rationale, source_type, source_id,
      span_id, metadata_json, error, created_time_ms, overridden_by) = row
-    return Assessment(
-        assessment_id=assessment_id, trace_id=trace_id, name=name, kind=kind,
-        value=_loads(value_json), rationale=rationale, source_type=source_type,
-        source_id=source_id, span_id=span_id, metadata=_loads(metadata_json) or {},
-        error=error, created_time_ms=created_time_ms, overridden_by=overridden_by)
+    return _trusted(Assessment, {
+        "assessment_id": assessment_id, "trace_id": trace_id, "name": name, "kind": kind,
+        "value": _loads(value_json), "rationale": rationale, "source_type": source_type,
+        "source_id": source_id, "span_id": span_id, "metadata": _loads(metadata_json) or {},
+        "error": error, "created_time_ms": created_time_ms, "overridden_by": overridden_by})
 
 
 def _span_model(row: Any) -> Span:
     (trace_id, span_id, parent_id, name, span_type, start_time_ns, end_time_ns, status,
      status_message, inputs, outputs, attributes, events) = row
-    return Span(
-        trace_id=trace_id, span_id=span_id, parent_id=parent_id, name=name,
-        span_type=span_type, start_time_ns=start_time_ns, end_time_ns=end_time_ns,
-        status=status, status_message=status_message, inputs=_loads(inputs),
-        outputs=_loads(outputs),
-        attributes=(_loads(attributes) or {}) if attributes != "{}" else {},
-        events=[] if events == "[]" else [SpanEvent(**e) for e in (_loads(events) or [])],
-    )
+    return _trusted(Span, {
+        "trace_id": trace_id, "span_id": span_id, "parent_id": parent_id, "name": name,
+        "span_type": span_type, "start_time_ns": start_time_ns, "end_time_ns": end_time_ns,
+        "status": status, "status_message": status_message, "inputs": _loads(inputs),
+        "outputs": _loads(outputs),
+        "attributes": (_loads(attributes) or {}) if attributes != "{}" else {},
+        "events": [] if events == "[]" else [_event_model(e) for e in (_loads(events) or [])],
+    })
+
+
+def _event_model(data: dict[str, Any]) -> SpanEvent:
+    return _trusted(SpanEvent, {"name": data["name"], "timestamp_ns": data["timestamp_ns"],
+                                "attributes": data.get("attributes") or {}})

@@ -54,6 +54,18 @@ def test_the_bound_of_a_filter(filter_string, expected):
     assert shape(filter_string) == expected
 
 
+def test_an_assessment_bound_counts_from_its_index_alone():
+    """The bound of a feedback predicate counts overridden feedback too (an upper
+    bound still), so the (kind, name, value) index answers it without reading rows;
+    the filter itself still leaves overridden feedback out."""
+    text = "feedback.correct = true"
+    bound = compile_bound(parse_filter(text), dialect="sqlite", fts=True, filter_string=text)
+    assert bound is not None and bound[0] == "rows"
+    assert "overridden_by" not in str(bound[1])
+    where = plans.where_clause("sqlite", True, None, text)
+    assert "overridden_by IS NULL" in str(where)
+
+
 def test_bounded_matches_takes_the_smallest_of_and_and_adds_up_or():
     counts = {"a": 5, "b": 50, "c": plans.RARE_MATCHES}
     seen: list[str] = []

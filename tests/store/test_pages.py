@@ -1,0 +1,118 @@
+"""A page's traces are built without pydantic's validation (assay.store.pages):
+they must be the same models that validation builds, and behave like them."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from collections.abc import Iterator
+
+import pytest
+
+from assay.store import SpanRecord, TraceStore, open_store
+from assay.tracing.models import Assessment, Span, SpanEvent, Trace, TraceInfo
+
+TID = "ab" * 16
+TS_NS = 1_700_000_000_000 * 1_000_000
+
+
+@pytest.fixture
+def store(store_uri: str) -> Iterator[TraceStore]:
+    st = open_store(store_uri)
+    yield st
+    st.close()
+
+
+def _record(span_id: str, parent_id: str | None, start_ns: int, **kw) -> SpanRecord:
+    base = dict(
+        trace_id=TID, span_id=span_id, parent_id=parent_id, name=f"span-{span_id[:2]}",
+        span_type="LLM", start_time_ns=start_ns, end_time_ns=start_ns + 2_000_000,
+        status="OK", status_message=None, inputs_json='{"q": "héllo", "n": [1, 2.5, null]}',
+        outputs_json='"done"', attributes={"model": "gpt-4o", "tokens": 12, "ok": True},
+        events=[], experiment="exp", root_rank=0)
+    base.update(kw)
+    return SpanRecord(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def stored(store: TraceStore) -> Trace:
+    store.write_spans([
+        _record("1" * 16, None, TS_NS, root_rank=2, trace_name="root",
+                trace_tags={"user": "u-1", "ключ": "значение"},
+                trace_metadata={"session": "s-9"}, span_type="CHAIN", outputs_json=None,
+                events=[{"name": "exception", "timestamp_ns": TS_NS + 5,
+                         "attributes": {"exception.type": "ValueError"}},
+                        {"name": "first_token", "timestamp_ns": TS_NS + 9}]),
+        _record("2" * 16, "1" * 16, TS_NS + 1_000, status="ERROR", status_message="boom",
+                inputs_json=None, attributes={}),
+        _record("3" * 16, "1" * 16, TS_NS + 500),
+    ])
+    store.log_assessment(Assessment(
+        assessment_id="a" * 32, trace_id=TID, name="correct", kind="feedback", value=True,
+        rationale="fine", source_type="LLM_JUDGE", source_id="judge", span_id="2" * 16,
+        metadata={"m": "1"}, created_time_ms=1_700_000_000_001))
+    store.log_assessment(Assessment(
+        assessment_id="b" * 32, trace_id=TID, name="answer", kind="expectation",
+        value={"text": "x", "n": 3}, created_time_ms=1_700_000_000_002))
+    trace = store.get_trace(TID)
+    assert trace is not None
+    return trace
+
+
+def test_read_models_equal_validated_models(stored: Trace) -> None:
+    validated = Trace.model_validate(stored.model_dump())
+    assert stored == validated
+    assert stored.to_dict() == validated.to_dict()
+    assert stored.to_json() == validated.to_json()
+    for made, checked in [(stored, validated), (stored.info, validated.info),
+                          *zip(stored.spans, validated.spans, strict=True),
+                          *zip(stored.info.assessments, validated.info.assessments,
+                               strict=True)]:
+        assert type(made) is type(checked)
+        assert made.model_fields_set == checked.model_fields_set
+        assert made.__pydantic_extra__ == checked.__pydantic_extra__
+        assert made.__pydantic_private__ == checked.__pydantic_private__
+
+
+def test_read_values(stored: Trace) -> None:
+    info = stored.info
+    assert isinstance(info, TraceInfo)
+    assert info.tags == {"user": "u-1", "ключ": "значение"}
+    assert info.metadata == {"session": "s-9"}
+    assert [a.name for a in info.assessments] == ["correct", "answer"]
+    assert info.assessments[1].value == {"text": "x", "n": 3}
+    assert [s.span_id[0] for s in stored.spans] == ["1", "3", "2"]  # by start time
+    root = stored.spans[0]
+    assert isinstance(root, Span)
+    assert root.inputs == {"q": "héllo", "n": [1, 2.5, None]} and root.outputs is None
+    assert root.attributes == {"model": "gpt-4o", "tokens": 12, "ok": True}
+    assert root.events == [
+        SpanEvent(name="exception", timestamp_ns=TS_NS + 5,
+                  attributes={"exception.type": "ValueError"}),
+        SpanEvent(name="first_token", timestamp_ns=TS_NS + 9)]
+    assert all(isinstance(e, SpanEvent) for e in root.events)
+    err = stored.spans[2]
+    assert (err.status, err.status_message, err.inputs, err.attributes) == \
+        ("ERROR", "boom", None, {})
+    assert err.duration_ms == 2.0
+
+
+def test_read_models_behave_like_models(stored: Trace) -> None:
+    span = stored.spans[1]
+    span.name = "renamed"            # assignment works, and touches one object only
+    assert span.name == "renamed" and stored.spans[2].name == "span-22"
+    assert "name" in span.model_fields_set
+    changed = span.model_copy(update={"status": "ERROR"})
+    assert changed.status == "ERROR" and span.status == "OK"
+    assert pickle.loads(pickle.dumps(stored)) == stored
+    assert copy.deepcopy(stored) == stored
+    assert Trace.from_json(stored.to_json()) == stored
+    assert stored.spans[0].model_fields_set is not stored.spans[1].model_fields_set
+
+
+def test_search_pages_hold_the_same_models(store: TraceStore, stored: Trace) -> None:
+    page = store.search(experiment="exp", include_spans=True)
+    assert page.traces == [stored]
+    bare = store.search(experiment="exp", include_spans=False).traces[0]
+    assert bare.spans == [] and bare.info == stored.info
+    assert bare == Trace.model_validate(bare.model_dump())
