@@ -84,7 +84,17 @@ def _v3_to_v4(conn: Connection) -> None:
     s.metadata.create_all(conn, checkfirst=True)
 
 
-_STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(conn: Connection) -> None:
+    existing = {c["name"] for c in inspect(conn).get_columns("traces")}
+    for name in ("tags_json", "metadata_json"):
+        if name not in existing:
+            conn.exec_driver_sql(f"ALTER TABLE traces ADD COLUMN {name} TEXT NOT NULL "
+                                 "DEFAULT '{}'")
+    s.refresh_pairs(conn, None)
+
+
+_STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
+                                                   4: _v4_to_v5}
 
 
 def upgrade_schema(conn: Connection, version: int) -> None:

@@ -1,9 +1,10 @@
-"""A page of traces from the store's rows: tags, metadata, assessments and spans
-read by trace id and turned into :class:`~assay.Trace` models.
+"""A page of traces from the store's rows: assessments and spans read by trace id
+(tags and metadata come with the trace row) and turned into :class:`~assay.Trace`
+models.
 
 Reads go through the driver's own cursor with fixed SQL (``?`` on SQLite, ``%s``
-on PostgreSQL): a page of 100 traces brings about 800 tag and metadata rows and
-1,000 spans, and a generic result's per-row work would cost more than the read.
+on PostgreSQL): a page of 100 traces brings about 1,000 spans, and a generic
+result's per-row work would cost more than the read.
 """
 
 from __future__ import annotations
@@ -25,32 +26,22 @@ _M = TypeVar("_M", bound=BaseModel)
 def assemble(conn: Connection, rows: Sequence[Sequence[Any]],
              include_spans: bool) -> list[Trace]:
     """The traces of a page: ``rows`` hold the columns ``plans.PAGE_COLUMNS`` (in
-    that order; more may follow), and each trace gets its tags, metadata,
-    assessments and, with ``include_spans``, spans.
+    that order; more may follow), and each trace gets its assessments and, with
+    ``include_spans``, spans.
     """
     ids = [r[0] for r in rows]
     if not ids:
         return []
-    tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-    meta: dict[str, dict[str, str]] = {i: {} for i in ids}
     spans: dict[str, list[Span]] = {i: [] for i in ids}
     assessments: dict[str, list[Assessment]] = {i: [] for i in ids}
     pg = conn.dialect.name == "postgresql"
     if pg:
         # A page reads a few hundred rows by key: PostgreSQL's planner may still
-        # start parallel workers for it, at several milliseconds each (measured
-        # 8 ms for the tags and metadata of 100 traces of 100,000, 2 ms without).
+        # start parallel workers for it, at several milliseconds each (measured:
+        # 8 ms rather than 2 for the pairs of 100 traces of 100,000).
         _fetch(conn, "SET LOCAL max_parallel_workers_per_gather = 0", [])
-    group = "json_object_agg(key, value)::text" if pg else "json_group_object(key, value)"
     for chunk in _chunks(ids, 500):
         where, params = _in_ids(chunk, pg)
-        # One row a trace and table, its pairs as a JSON object: parsing that is
-        # cheaper than a row a pair (1.3 against 1.7 ms for 100 traces).
-        for which, tid, pairs in _fetch(
-                conn, f"SELECT 0, trace_id, {group} FROM trace_tags WHERE {where} "
-                f"GROUP BY trace_id UNION ALL SELECT 1, trace_id, {group} "
-                f"FROM trace_metadata WHERE {where} GROUP BY trace_id", params + params):
-            (meta if which else tags)[tid] = from_json(pairs)
         for row in _fetch(conn, f"SELECT {_ASSESSMENT_SQL_COLUMNS} FROM assessments "
                                f"WHERE {where} ORDER BY created_time_ms, assessment_id",
                          params):
@@ -61,12 +52,13 @@ def assemble(conn: Connection, rows: Sequence[Sequence[Any]],
                 spans[row[0]].append(_span_model(row))
     out = []
     for (tid, experiment, name, state, timestamp_ms, execution_time_ms, request_preview,
-         response_preview, run_id, *_) in rows:
+         response_preview, run_id, tags_json, metadata_json, *_) in rows:
         info = _trusted(TraceInfo, {
             "trace_id": tid, "experiment": experiment, "name": name, "state": state,
             "timestamp_ms": timestamp_ms, "execution_time_ms": execution_time_ms,
             "request_preview": request_preview, "response_preview": response_preview,
-            "tags": tags[tid], "metadata": meta[tid], "assessments": assessments[tid],
+            "tags": _pairs(tags_json), "metadata": _pairs(metadata_json),
+            "assessments": assessments[tid],
             "run_id": run_id})
         span_list = spans[tid]
         span_list.sort(key=_span_order)
@@ -94,6 +86,11 @@ def _trusted(cls: type[_M], values: dict[str, Any]) -> _M:
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def _pairs(text: str) -> dict[str, str]:
+    """``traces.tags_json``/``metadata_json`` as a dict."""
+    return {} if text == "{}" else from_json(text)
 
 
 def _loads(text: str | None) -> Any:

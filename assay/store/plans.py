@@ -28,7 +28,7 @@ __all__ = ["PAGE_COLUMNS", "RARE_MATCHES", "SearchPlan", "Sql", "bounded_matches
 #: The trace columns a page reads, in the order ``pages.assemble`` takes them;
 #: the sort values follow.
 PAGE_COLUMNS = ("trace_id", "experiment", "name", "state", "timestamp_ms", "execution_time_ms",
-                "request_preview", "response_preview", "run_id")
+                "request_preview", "response_preview", "run_id", "tags_json", "metadata_json")
 
 _AFTER = "assay_after_"  # the page token's sort values, by position
 # A filter whose gathered matches number fewer than this is answered by

@@ -13,6 +13,8 @@ query that needs it, since every index costs every write. Version history:
        span_attributes keyed (trace_id, key, span_id) (was trace, span, key)
     4  runs (with run_params, run_metrics, run_tags, run_tables) and datasets (with
        dataset_records, versioned)
+    5  traces.tags_json/metadata_json: a trace's tags and metadata as one JSON object
+       each, beside the pairs in trace_tags/trace_metadata
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -23,9 +25,13 @@ value as text (a string as itself, a number or boolean as its JSON text), with
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Float,
     Index,
     Integer,
@@ -40,9 +46,9 @@ from sqlalchemy import (
 __all__ = ["FTS_TABLE", "SCHEMA_VERSION", "assessments", "dataset_records", "datasets",
            "metadata", "run_metrics", "run_params", "run_tables", "run_tags", "runs",
            "schema_version", "span_attributes", "spans", "trace_metadata", "trace_tags",
-           "traces"]
+           "refresh_pairs", "traces"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -69,6 +75,11 @@ traces = Table(
     Column("end_time_ms", BigInteger),
     Column("client_request_id", String(256)),
     Column("run_id", String(64)),
+    # The tags and metadata as one JSON object each, so that a page reads them with
+    # the trace. The pairs in trace_tags/trace_metadata stay what filters and
+    # orderings use; every write of pairs refreshes these (``refresh_pairs``).
+    Column("tags_json", Text, nullable=False, server_default="{}"),
+    Column("metadata_json", Text, nullable=False, server_default="{}"),
     Index(None, "experiment", "timestamp_ms", "trace_id"),
     Index(None, "timestamp_ms", "trace_id"),
     Index(None, "experiment", "state", "timestamp_ms", "trace_id"),
@@ -245,3 +256,25 @@ dataset_records = Table(
     Column("created_time_ms", BigInteger, nullable=False),
     Column("seq", BigInteger),
 )
+
+
+def refresh_pairs(conn: Connection, trace_ids: Sequence[str] | None) -> None:
+    """Set ``traces.tags_json``/``metadata_json`` from ``trace_tags``/``trace_metadata``
+    for these traces (``None``: every trace that has a pair)."""
+    pg = conn.dialect.name == "postgresql"
+    group = "json_object_agg(key, value)::text" if pg else "json_group_object(key, value)"
+    sets = ", ".join(
+        f"{column} = coalesce((SELECT {group} FROM {table} p "
+        f"WHERE p.trace_id = traces.trace_id), '{{}}')"
+        for column, table in (("tags_json", "trace_tags"), ("metadata_json", "trace_metadata")))
+    if trace_ids is None:
+        conn.exec_driver_sql(f"UPDATE traces SET {sets} WHERE trace_id IN "
+                             "(SELECT trace_id FROM trace_tags UNION "
+                             "SELECT trace_id FROM trace_metadata)")
+    elif pg:
+        conn.exec_driver_sql(f"UPDATE traces SET {sets} WHERE trace_id = ANY(%s)",
+                             (list(trace_ids),))
+    else:
+        # The ids as one JSON array: any number of them, in one parameter.
+        conn.exec_driver_sql(f"UPDATE traces SET {sets} WHERE trace_id IN "
+                             "(SELECT value FROM json_each(?))", (json.dumps(list(trace_ids)),))

@@ -244,7 +244,14 @@ class SqlTraceStore:
                     pass
                 self._engines = (writer, reader)
             if not self._ready:
-                self._create_schema(self._engines[0])
+                try:
+                    self._create_schema(self._engines[0])
+                except BaseException:
+                    # A store refused (an older schema, say) holds no connection.
+                    for engine in set(self._engines):
+                        engine.dispose()
+                    self._engines = None
+                    raise
                 self._ready = True
             return self._engines
 
@@ -586,6 +593,8 @@ class SqlTraceStore:
             if kv_rows:
                 self._run_many(conn, table.name, lambda t=table: self._kv_upsert(t),
                                ["trace_id", "key", "value"], kv_rows, copy)
+        if rows.tags or rows.metadata:
+            s.refresh_pairs(conn, sorted({r[0] for r in chain(rows.tags, rows.metadata)}))
 
     # -- bulk loading ---------------------------------------------------------
     def bulk_load(self, records: Iterable[SpanRecord], *, chunk_spans: int = 200_000,
@@ -880,6 +889,7 @@ class SqlTraceStore:
             conn.execute(t.delete().where(t.c.trace_id == trace_id, t.c.key == key))
             if value is not None:
                 conn.execute(t.insert(), {"trace_id": trace_id, "key": key, "value": value})
+            s.refresh_pairs(conn, [trace_id])
 
     # -- runs (SQL in assay.store._run_sql) ---------------------------------------
     def create_run(self, run_id: str, *, experiment: str, name: str | None,

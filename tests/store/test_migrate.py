@@ -214,3 +214,55 @@ def test_a_version_3_store_on_postgresql_gains_the_run_tables(pg_uri, capsys):
     with run_api.start_run("after-upgrade") as run:
         run_api.log_param("p", "v")
     assert run_api.get_run(run.run_id).params == {"p": "v"}  # type: ignore[union-attr]
+
+
+def _tagged_store(uri: str) -> list[str]:
+    """Three traces with tags and metadata (one with neither); their ids."""
+    assay.configure(store=uri, experiment="default")
+
+    @assay.trace
+    def answer(q: str, tags: dict[str, str], meta: dict[str, str]) -> str:
+        assay.update_current_trace(tags=tags, metadata=meta)
+        return q
+
+    ids = []
+    for q, tags, meta in (("a", {"env": "prod", "ключ": "знач"}, {"session": "s1"}),
+                          ("b", {}, {}), ("c", {"env": "dev"}, {})):
+        answer(q, tags, meta)
+        ids.append(assay.get_last_trace_id())
+    assert assay.flush(timeout_s=30)
+    assay.shutdown()
+    return ids
+
+
+def _expected_pairs(ids: list[str]) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    return {ids[0]: ({"env": "prod", "ключ": "знач"}, {"session": "s1"}),
+            ids[1]: ({}, {}), ids[2]: ({"env": "dev"}, {})}
+
+
+def _pairs_read(uri: str) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    assay.configure(store=uri, experiment="default")
+    return {t.info.trace_id: (t.info.tags, t.info.metadata)
+            for t in assay.search_traces(return_type="list")}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_version_4_store_gains_the_pairs_on_its_trace_rows(backend, db_uri, request, capsys):
+    uri = db_uri if backend == "sqlite" else request.getfixturevalue("pg_uri")
+    ids = _tagged_store(uri)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:  # a version-4 store: the pairs in their own tables only
+        for column in ("tags_json", "metadata_json"):
+            conn.execute(text(f"ALTER TABLE traces DROP COLUMN {column}"))
+        conn.execute(text("UPDATE assay_schema SET version = 4"))
+    engine.dispose()
+    with pytest.raises(assay.StoreError, match="assay db upgrade"):
+        assay.configure(store=uri)
+    assert main(["db", "upgrade", "--store", uri]) == 0
+    assert f"from schema version 4 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    assert _pairs_read(uri) == _expected_pairs(ids)
+    assay.set_trace_tag(ids[1], "env", "staging")   # and the upgraded store keeps them current
+    assert assay.search_traces("tags.env = 'staging'", return_type="list")[0].info.tags == \
+        {"env": "staging"}

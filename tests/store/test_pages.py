@@ -116,3 +116,39 @@ def test_search_pages_hold_the_same_models(store: TraceStore, stored: Trace) -> 
     bare = store.search(experiment="exp", include_spans=False).traces[0]
     assert bare.spans == [] and bare.info == stored.info
     assert bare == Trace.model_validate(bare.model_dump())
+
+
+def _ids(store: TraceStore, filter_string: str) -> list[str]:
+    return [t.trace_id for t in store.search(experiment="exp", filter_string=filter_string,
+                                             include_spans=False).traces]
+
+
+def test_tags_and_metadata_on_the_trace_row_follow_every_write(store: TraceStore) -> None:
+    """A page reads the pairs from the trace row; filters read the pair tables.
+    The two agree after spans of one trace arrive in separate batches, after
+    set_tag and after a tag's removal."""
+    other = "cd" * 16
+    store.write_spans([_record("2" * 16, "1" * 16, TS_NS + 10, trace_tags={"a": "1"},
+                               trace_metadata={"m": "early"})])
+    store.write_spans([
+        _record("1" * 16, None, TS_NS, root_rank=2, trace_tags={"a": "2", "b": "x"},
+                trace_metadata={"session": "s"}),
+        _record("9" * 16, None, TS_NS, trace_id=other, root_rank=2)])
+    trace = store.get_trace(TID)
+    assert trace is not None
+    assert trace.info.tags == {"a": "2", "b": "x"}
+    assert trace.info.metadata == {"m": "early", "session": "s"}
+    assert _ids(store, "tags.a = '2' AND tags.b = 'x' AND metadata.m = 'early'") == [TID]
+    assert _ids(store, "tags.a = '1'") == []
+    bare = store.get_trace(other)
+    assert bare is not None and (bare.info.tags, bare.info.metadata) == ({}, {})
+
+    store.set_tag(TID, "c", "y")
+    store.set_tag(TID, "a", None)
+    store.set_tag(other, "only", "here")
+    page = {t.trace_id: t.info.tags for t in store.search(experiment="exp").traces}
+    assert page == {TID: {"b": "x", "c": "y"}, other: {"only": "here"}}
+    assert _ids(store, "tags.a IS NULL AND tags.c = 'y'") == [TID]
+    store.set_tag(other, "only", None)
+    again = store.get_trace(other)
+    assert again is not None and again.info.tags == {}
