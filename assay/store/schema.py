@@ -44,9 +44,9 @@ from sqlalchemy import (
 )
 
 __all__ = ["FTS_TABLE", "SCHEMA_VERSION", "assessments", "dataset_records", "datasets",
-           "metadata", "run_metrics", "run_params", "run_tables", "run_tags", "runs",
-           "schema_version", "span_attributes", "spans", "trace_metadata", "trace_tags",
-           "refresh_pairs", "traces"]
+           "metadata", "refresh_pairs", "run_metrics", "run_params", "run_tables", "run_tags",
+           "runs", "schema_version", "span_attributes", "spans", "trace_metadata",
+           "trace_tags", "traces"]
 
 SCHEMA_VERSION = 5
 
