@@ -604,18 +604,21 @@ def bench_postgres(uri: str | None, sizes: Sizes, keep: bool,
 
 # -- MLflow --------------------------------------------------------------------------------------
 
-def bench_mlflow(tmp: Path, sizes: Sizes) -> tuple[dict[str, Any] | None, str]:
+def bench_mlflow(tmp: Path, sizes: Sizes, assay_uri: str) -> tuple[dict[str, Any] | None, str]:
     try:
         import mlflow  # noqa: F401
     except Exception as exc:
         return None, f"skipped: mlflow is not importable ({type(exc).__name__}: {exc})"
     try:
-        return _bench_mlflow(tmp, sizes), ""
+        return _bench_mlflow(tmp, sizes, assay_uri), ""
     except Exception as exc:
         return None, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
 
 
-def _bench_mlflow(tmp: Path, sizes: Sizes) -> dict[str, Any]:
+def _bench_mlflow(tmp: Path, sizes: Sizes, assay_uri: str) -> dict[str, Any]:
+    """Load MLflow, then time its queries and assay's (on the SQLite store at
+    ``assay_uri``) in the same interleaved rounds, so that the speed-ups compare
+    figures taken under the same machine conditions."""
     import mlflow
     from mlflow.entities import Span, TraceInfo, TraceLocation, TraceState
     from mlflow.entities.assessment import AssessmentSource, Feedback
@@ -709,30 +712,47 @@ def _bench_mlflow(tmp: Path, sizes: Sizes) -> dict[str, Any]:
         f"(start_trace {start_s:.0f} s, log_spans {spans_s:.0f} s, create_assessment "
         f"{fb_s:.0f} s for {n_fb:,}); {load['rate']:,.0f} spans/s through the store")
 
+    import assay
+    from assay.store import open_store
+
+    astore = open_store(assay_uri)
+    assay.configure(store=assay_uri, experiment=EXPERIMENT)
     items: list[Timed] = []
     by: dict[tuple[str, str], Timed] = {}
     for q in QUERIES:
         if q.mlflow is None:
             continue
+        paths: dict[str, Callable[[], Any]] = {}
         for path, spans in (("nospans", False), ("api", True)):
-            item = Timed(f"mlflow/{q.key}/{path}", lambda q=q, spans=spans: mlflow.search_traces(
+            paths[path] = (lambda q=q, spans=spans: mlflow.search_traces(
                 locations=[exp_id], filter_string=q.mlflow, max_results=100,
                 return_type="list", include_spans=spans))
+        paths["assay_store"] = (lambda q=q: astore.search(
+            experiment=EXPERIMENT, filter_string=q.assay, max_results=100, include_spans=False))
+        paths["assay_api"] = (lambda q=q: assay.search_traces(
+            q.assay, experiment=EXPERIMENT, max_results=100, return_type="list"))
+        for path, fn in paths.items():
+            item = Timed(f"mlflow/{q.key}/{path}", fn)
             items.append(item)
             by[(q.key, path)] = item
-    say(f"  timing {len(items) // 2} MLflow-expressible queries x 2 (with and without spans): "
-        f"1 warm-up + {sizes.runs} runs each, interleaved")
+    say(f"  timing {len(items) // 4} MLflow-expressible queries x 2 (with and without spans) "
+        "in MLflow and again in assay, in the same rounds: 1 warm-up + "
+        f"{sizes.runs} runs each, interleaved")
     gc.collect()
-    run_interleaved(items, sizes.runs)
+    try:
+        run_interleaved(items, sizes.runs)
+    finally:
+        assay.shutdown()
+        astore.close()
     queries: dict[str, Any] = {}
     for q in QUERIES:
         if q.mlflow is None:
             continue
         row: dict[str, Any] = {"filter": q.mlflow}
-        for path in ("nospans", "api"):
+        for path in ("nospans", "api", "assay_store", "assay_api"):
             item = by[(q.key, path)]
             row[path] = item.to_json()
-            if item.result is not None:
+            if path == "nospans" and item.result is not None:
                 row["returned"] = len(item.result)
         queries[q.key] = row
     return {"load": load, "queries": queries, "experiment_id": exp_id}
@@ -851,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
 
             say("\n[3/3] MLflow")
             ml, ml_note = (None, "skipped: --no-mlflow") if args.no_mlflow \
-                else bench_mlflow(tmp, sizes)
+                else bench_mlflow(tmp, sizes, f"sqlite:///{db}")
             results["mlflow"] = ml
             results["mlflow_note"] = ml_note or None
             if ml is None:
@@ -902,7 +922,8 @@ def summarize(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
     if ml is not None:
         say("\n  MLflow comparison: assay on "
             f"{sizes.traces:,} traces against MLflow on {sizes.mlflow_traces:,} traces "
-            "(10x fewer, as the issue asks); speed-up = MLflow median / assay median")
+            "(10x fewer, as the issue asks); speed-up = MLflow median / assay median, "
+            "both timed in the same interleaved rounds")
         say(f"  {'query':<30} {'mlflow, no spans':>17} {'assay store.search':>19} "
             f"{'x':>6} {'mlflow, spans':>14} {'assay search_traces':>20} {'x':>6} "
             f"{'returned':>9}")
@@ -914,11 +935,10 @@ def summarize(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
             say(f"  {q.label:<30} not expressible in MLflow ({q.note})")
             target(f"speed-up vs MLflow, {q.label}", "n/a", f">= {TARGET_SPEEDUP:.0f}x", None)
             continue
-        arow = sq["queries"][q.key]
         parts = []
-        for mpath, apath in (("nospans", "store"), ("api", "api")):
+        for mpath, apath in (("nospans", "assay_store"), ("api", "assay_api")):
             m = mrow[mpath]["median_ms"]
-            a = (arow.get(apath) or {}).get("median_ms")
+            a = (mrow.get(apath) or {}).get("median_ms")
             x = m / a if (m is not None and a) else None
             parts.append((m, a, x))
             label = "without spans" if mpath == "nospans" else "with spans"
@@ -932,9 +952,9 @@ def summarize(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
         say(f"  {q.label:<30} {fmt_ms(m0) + star[0]:>17} {fmt_ms(a0):>19} {x0s:>6} "
             f"{fmt_ms(m1) + star[1]:>14} {fmt_ms(a1):>20} {x1s:>6} "
             f"{mrow.get('returned', '-'):>9}")
-        for mpath in ("nospans", "api"):
+        for mpath in ("nospans", "api", "assay_store", "assay_api"):
             if mrow[mpath]["error"]:
-                say(f"      mlflow {mpath}: {mrow[mpath]['error']}")
+                say(f"      {mpath}: {mrow[mpath]['error']}")
         if q.note:
             say(f"      note: {q.note}; MLflow filter: {q.mlflow}")
     if ml is not None:
