@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, Table, inspect, select
 
 from assay.store import schema as s
 from assay.store.values import typed_value
@@ -69,14 +69,8 @@ def _rekey_span_attributes(conn: Connection) -> None:
                              "ADD CONSTRAINT pk_span_attributes "
                              "PRIMARY KEY (trace_id, key, span_id)")
         return
-    # SQLite cannot change a primary key in place: the table is copied.
-    conn.exec_driver_sql("ALTER TABLE span_attributes RENAME TO span_attributes_v2")
-    for index in s.span_attributes.indexes:
-        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
-    s.span_attributes.create(conn)
-    conn.exec_driver_sql("INSERT INTO span_attributes SELECT trace_id, span_id, key, value_kind, "
-                         "num_value, str_value FROM span_attributes_v2")
-    conn.exec_driver_sql("DROP TABLE span_attributes_v2")
+    _copy_table(conn, s.span_attributes, "trace_id, span_id, key, value_kind, num_value, "
+                "str_value")
 
 
 def _v3_to_v4(conn: Connection) -> None:
@@ -90,7 +84,22 @@ def _v4_to_v5(conn: Connection) -> None:
         if name not in existing:
             conn.exec_driver_sql(f"ALTER TABLE traces ADD COLUMN {name} TEXT NOT NULL "
                                  "DEFAULT '{}'")
+    if conn.dialect.name == "sqlite":
+        for table in (s.trace_tags, s.trace_metadata):
+            _copy_table(conn, table, "trace_id, key, value")
     s.refresh_pairs(conn, None)
+
+
+def _copy_table(conn: Connection, table: Table, columns: str) -> None:
+    """Rebuild a SQLite table as ``table`` now declares it (SQLite cannot change a
+    table's key or rowid in place), keeping ``columns`` of its rows."""
+    old = f"{table.name}_old"
+    conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {old}")
+    for index in table.indexes:  # index names are global: the old table's go first
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+    table.create(conn)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {old}")
+    conn.exec_driver_sql(f"DROP TABLE {old}")
 
 
 _STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,

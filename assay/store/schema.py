@@ -14,7 +14,8 @@ query that needs it, since every index costs every write. Version history:
     4  runs (with run_params, run_metrics, run_tags, run_tables) and datasets (with
        dataset_records, versioned)
     5  traces.tags_json/metadata_json: a trace's tags and metadata as one JSON object
-       each, beside the pairs in trace_tags/trace_metadata
+       each, beside the pairs in trace_tags/trace_metadata; on SQLite those two
+       tables are WITHOUT ROWID (keyed by trace_id, key)
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -160,12 +161,16 @@ def fts_table() -> Table:
 
     return table(FTS_TABLE, column("trace_id"), column("content"))  # type: ignore[return-value]
 
+# Without a rowid on SQLite: the pairs are kept in (trace_id, key) order, so a
+# search probing one trace for a tag reads one entry, and the (key, value) index,
+# which then holds the primary key, gives the trace ids of a value by itself.
 trace_tags = Table(
     "trace_tags", metadata,
     Column("trace_id", String(32), primary_key=True),
     Column("key", String(250), primary_key=True),
     Column("value", Text, nullable=False),
     Index(None, "key", "value"),
+    sqlite_with_rowid=False,
 )
 
 trace_metadata = Table(
@@ -174,6 +179,7 @@ trace_metadata = Table(
     Column("key", String(250), primary_key=True),
     Column("value", Text, nullable=False),
     Index(None, "key", "value"),
+    sqlite_with_rowid=False,
 )
 
 # -- runs: an evaluation (or any logged experiment run) ------------------------

@@ -256,6 +256,15 @@ def test_a_version_4_store_gains_the_pairs_on_its_trace_rows(backend, db_uri, re
     with engine.begin() as conn:  # a version-4 store: the pairs in their own tables only
         for column in ("tags_json", "metadata_json"):
             conn.execute(text(f"ALTER TABLE traces DROP COLUMN {column}"))
+        if backend == "sqlite":  # ... which had rowids
+            for table in ("trace_tags", "trace_metadata"):
+                conn.execute(text(f"ALTER TABLE {table} RENAME TO {table}_v4"))
+                conn.execute(text(f"DROP INDEX ix_{table}_key_value"))
+                conn.execute(text(f"CREATE TABLE {table} (trace_id VARCHAR(32), key VARCHAR(250), "
+                                  "value TEXT NOT NULL, PRIMARY KEY (trace_id, key))"))
+                conn.execute(text(f"CREATE INDEX ix_{table}_key_value ON {table} (key, value)"))
+                conn.execute(text(f"INSERT INTO {table} SELECT * FROM {table}_v4"))
+                conn.execute(text(f"DROP TABLE {table}_v4"))
         conn.execute(text("UPDATE assay_schema SET version = 4"))
     engine.dispose()
     with pytest.raises(assay.StoreError, match="assay db upgrade"):
@@ -263,6 +272,16 @@ def test_a_version_4_store_gains_the_pairs_on_its_trace_rows(backend, db_uri, re
     assert main(["db", "upgrade", "--store", uri]) == 0
     assert f"from schema version 4 to {SCHEMA_VERSION}" in capsys.readouterr().out
     assert _pairs_read(uri) == _expected_pairs(ids)
+    if backend == "sqlite":
+        with closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as con:
+            for table in ("trace_tags", "trace_metadata"):
+                (ddl,) = con.execute("SELECT sql FROM sqlite_master WHERE name = ?",
+                                     (table,)).fetchone()
+                assert "WITHOUT ROWID" in ddl
+                assert con.execute("SELECT count(*) FROM sqlite_master WHERE name = ?",
+                                   (f"ix_{table}_key_value",)).fetchone() == (1,)
+    assert assay.search_traces("tags.env = 'prod'", return_type="list")[0].info.metadata == \
+        {"session": "s1"}
     assay.set_trace_tag(ids[1], "env", "staging")   # and the upgraded store keeps them current
     assert assay.search_traces("tags.env = 'staging'", return_type="list")[0].info.tags == \
         {"env": "staging"}
