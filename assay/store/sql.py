@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import random
 import re
 import threading
@@ -88,6 +89,7 @@ _SQLITE_TEXT_FROM_SPANS = (
 _WRITE_RETRY_S = 60.0
 _BUSY_TIMEOUT_MS = 30_000
 _CACHE_PAGES = -65_536  # negative: in KiB, so 64 MiB
+_INDEX_BUILD_CACHE_KIB = -8_192  # a bulk load's page cache while it builds indexes
 _CHECKPOINT_PAGES = 10_000
 _ANALYSIS_ROWS = 20_000  # index entries SQLite's ANALYZE samples per index
 _ANALYZE_FROM_SPANS = 20_000  # smaller stores are answered fast without statistics
@@ -681,12 +683,24 @@ class SqlTraceStore:
 
     def _finish_load(self, conn: Connection, load: _Load, sqlite_db: bool) -> None:
         if load.deferred:
+            if sqlite_db:
+                # An index build sorts its entries: with a small page cache the
+                # sort runs in cache-sized pieces, which SQLite's sorter threads
+                # sort side by side and merge (measured at 1,000,000 spans: the
+                # span indexes in 8.9 s rather than 17.7 s with the load's 1 GiB
+                # cache; 11.4 s with the small cache on one thread).
+                _pragma(conn, f"cache_size = {_INDEX_BUILD_CACHE_KIB}")
+                _pragma(conn, f"threads = {_sorter_threads()}")
             # The chunks' pages go from the WAL into the file meanwhile: the final
             # checkpoint is left the new indexes' pages only (measured at 1,000,000
             # spans: 5 s rather than 13 s, the index builds no slower).
-            with self._fork_guard, conn.begin(), _checkpointing(load.db_file):
-                for index in load.deferred:
-                    index.create(conn, checkfirst=True)
+            try:
+                with self._fork_guard, conn.begin(), _checkpointing(load.db_file):
+                    for index in load.deferred:
+                        index.create(conn, checkfirst=True)
+            finally:
+                if sqlite_db:
+                    _pragma(conn, "threads = 0")
         if load.total:
             self._analyze(conn)
         if sqlite_db:
@@ -1167,6 +1181,11 @@ def _checkpointing(db_file: str | None) -> Iterator[None]:
         yield
     finally:
         worker.join()
+
+
+def _sorter_threads() -> int:
+    """Helper threads for SQLite's sorter while a bulk load builds its indexes."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _load_indexes() -> list[Any]:

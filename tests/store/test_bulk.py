@@ -134,9 +134,9 @@ def test_bulk_load_rebuilds_the_indexes_and_restores_the_connection(db_path):
     with writer.connect() as conn:
         raw = conn.connection.dbapi_connection
         pragmas = {p: raw.execute(f"PRAGMA {p}").fetchone()[0]
-                   for p in ("cache_size", "wal_autocheckpoint")}
+                   for p in ("cache_size", "wal_autocheckpoint", "threads")}
     store.close()
-    assert pragmas == {"cache_size": -65_536, "wal_autocheckpoint": 10_000}
+    assert pragmas == {"cache_size": -65_536, "wal_autocheckpoint": 10_000, "threads": 0}
     with closing(sqlite3.connect(db_path)) as con:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         con.execute("INSERT INTO trace_text (trace_text, rank) VALUES ('integrity-check', 1)")
