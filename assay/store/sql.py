@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic_core import PydanticSerializationError, to_json
 from sqlalchemy import Connection, Engine, and_, case, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
@@ -537,12 +538,11 @@ class SqlTraceStore:
     def _batch_rows(self, records: Sequence[SpanRecord], pg: bool) -> _Rows:
         """The rows a batch of spans adds to each table (no database needed, so a
         bulk load prepares the next chunk while the database writes this one)."""
-        dumps = json.dumps
         spans = [(
             r.trace_id, r.span_id, r.parent_id, r.name, r.span_type, r.status,
             r.status_message, r.start_time_ns, r.end_time_ns, r.inputs_json, r.outputs_json,
-            dumps(r.attributes, ensure_ascii=False, default=str) if r.attributes else "{}",
-            dumps(r.events, ensure_ascii=False, default=str) if r.events else "[]",
+            _json_text(r.attributes) if r.attributes else "{}",
+            _json_text(r.events) if r.events else "[]",
             r.end_time_ns - r.start_time_ns,
         ) for r in records]
         attrs = [(r.trace_id, r.span_id, key, *typed_value(value))
@@ -1033,6 +1033,18 @@ def _text(inputs: str | None, outputs: str | None) -> str:
     """What the full-text index holds of a span: the start of its inputs and outputs
     (the SQLite view ``_TEXT_SOURCE`` computes the same in SQL)."""
     return f"{(inputs or '')[:_TEXT_CHARS]}\n{(outputs or '')[:_TEXT_CHARS]}"
+
+
+def _json_text(value: Any) -> str:
+    """A span's attributes or events as stored: compact JSON, as its inputs and
+    outputs are (about 0.7 rather than 5.5 µs for a span's attributes through
+    the standard library); what pydantic-core cannot write (bytes that are not
+    UTF-8, say) goes through ``json``. Either way NaN and infinities stay
+    numbers, and a value JSON cannot hold is written as its ``str``."""
+    try:
+        return to_json(value, fallback=str, inf_nan_mode="constants").decode()
+    except PydanticSerializationError:
+        return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _span_key(span_id: str) -> int:
