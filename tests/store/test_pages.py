@@ -4,6 +4,7 @@ they must be the same models that validation builds, and behave like them."""
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 from collections.abc import Iterator
 
@@ -152,3 +153,22 @@ def test_tags_and_metadata_on_the_trace_row_follow_every_write(store: TraceStore
     store.set_tag(other, "only", None)
     again = store.get_trace(other)
     assert again is not None and again.info.tags == {}
+
+
+def test_attribute_values_json_cannot_hold_are_stored_and_read_back(store: TraceStore) -> None:
+    """Attributes and events are stored as JSON text: NaN and infinities stay
+    numbers, bytes that are not UTF-8 and other values JSON cannot hold are
+    stored as their ``str``; the span's other values are untouched."""
+    store.write_spans([_record(
+        "4" * 16, None, TS_NS, root_rank=2,
+        attributes={"nan": float("nan"), "inf": float("-inf"), "raw": b"\xff\xfe",
+                    "pair": (1, "two"), "nested": {"é": [True, None, 1.5]}},
+        events=[{"name": "odd", "timestamp_ns": TS_NS + 1, "attributes": {"n": float("inf")}}])])
+    trace = store.get_trace(TID)
+    assert trace is not None
+    attrs = trace.spans[0].attributes
+    assert math.isnan(attrs["nan"]) and attrs["inf"] == float("-inf")
+    assert attrs["raw"] == str(b"\xff\xfe")
+    assert attrs["pair"] == [1, "two"] and attrs["nested"] == {"é": [True, None, 1.5]}
+    assert trace.spans[0].events[0].attributes == {"n": float("inf")}
+    assert trace.spans[0].inputs == {"q": "héllo", "n": [1, 2.5, None]}
