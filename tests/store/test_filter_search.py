@@ -916,6 +916,89 @@ def test_gathered_pages_keep_the_order_and_visit_each_match_once(
         assert corpus.walk(size, filter_string=filter_string, order_by=order_by) == want
 
 
+class _ResumedWalks:
+    """Every filter looks common (so its page is walked), and each search's first
+    walk is cut after ``steps`` SQLite steps; a walk cut with matches found
+    always goes on from the last of them, uncut (or, with ``cut_again``, cut
+    after as many steps again, and then the page is gathered). ``resumed``
+    counts the walks that went on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from assay.store import sql
+
+        self.steps = 1
+        self.resumed = 0
+        self.cut_again = False
+        first = 1e9  # the first walk's budget, told from the one it resumes with
+        real = sql._stream
+        outer = self
+
+        class Counted(sql._Deadline):  # type: ignore[misc, name-defined]
+            """Expires at the ``steps``-th step of the statement."""
+
+            def __init__(self, conn: Any, budget_s: float) -> None:
+                super().__init__(conn, budget_s)
+                self.left = outer.steps
+
+            def _check(self) -> int:
+                self.left -= 1
+                self.expired = self.left <= 0
+                return int(self.expired)
+
+        def stream(conn: Any, stmt: Any, after: Any, want: int, rows: list[Any],
+                   budget_s: float) -> bool:
+            if budget_s != first:
+                self.resumed += 1
+                if not self.cut_again:
+                    return real(conn, stmt, after, want, rows, 60.0)
+            with monkeypatch.context() as m:
+                m.setattr(sql, "_WALK_STEPS", 1)
+                m.setattr(sql, "_Deadline", Counted)
+                return real(conn, stmt, after, want, rows, 0.0)
+
+        monkeypatch.setattr(sql, "RARE_MATCHES", 0)
+        monkeypatch.setattr(sql, "_WALK_BUDGET_S", first)
+        monkeypatch.setattr(sql, "_WALK_MORE_S", float("inf"))
+        monkeypatch.setattr(sql, "_stream", stream)
+
+
+@pytest.fixture
+def resumed_walks(monkeypatch: pytest.MonkeyPatch) -> _ResumedWalks:
+    return _ResumedWalks(monkeypatch)
+
+
+_WALK_CUTS = range(25, 2000, 25)  # SQLite steps: cuts before, between and after matches
+
+
+@pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("filter_string", "order_by", "expected"), ORDERINGS,
+                         ids=[f"{f}|{o}" for f, o, _ in ORDERINGS])
+def test_a_walk_cut_short_goes_on_from_its_last_match(corpus, resumed_walks, filter_string,
+                                                       order_by, expected):
+    want = expected(corpus)
+    for steps in _WALK_CUTS[::2]:
+        resumed_walks.steps = steps
+        for size, cut_again in ((1, False), (3, True), (100, False), (100, True)):
+            resumed_walks.cut_again = cut_again
+            assert corpus.walk(size, filter_string=filter_string, order_by=order_by) == want
+
+
+@pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("filter_string", [
+    "tags.env = 'prod'", "span.type = 'LLM' OR feedback.correct = true",
+    "NOT (span.type = 'TOOL')", "span.attributes.model = 'gpt-4o'"])
+def test_resumed_walks_find_what_the_whole_walk_finds(corpus, resumed_walks, filter_string):
+    whole = corpus.search(filter_string)
+    resumed_walks.resumed = 0
+    for steps in _WALK_CUTS:
+        resumed_walks.steps = steps
+        for cut_again in (False, True):
+            resumed_walks.cut_again = cut_again
+            assert corpus.search(filter_string) == whole
+    # Some cut fell after a match: the walk went on rather than gathering.
+    assert resumed_walks.resumed > 0
+
+
 @pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("filter_string", BENCHMARK_QUERIES)
 def test_an_interrupted_walk_is_followed_by_a_gathered_page_on_indexes(
