@@ -244,21 +244,13 @@ def parse_run_order_by(order_by: list[str] | None) -> list[SortKey]:
     Raises:
         InvalidFilter: an item names no such field.
     """
-    from assay.errors import InvalidFilter
-    from assay.store.filter_ast import Comparison
     from assay.store.filter_parser import parse_run_filter
     from assay.store.filter_sql import latest_metric_value
-    from assay.store.ordering import SortKey, order_items
+    from assay.store.ordering import SortKey, order_field, order_items
 
     keys: list[SortKey] = []
     for text, descending, item in order_items(order_by, "start_time DESC"):
-        try:
-            parsed = parse_run_filter(f"{text} IS NULL")
-        except InvalidFilter as exc:
-            raise InvalidFilter(f"cannot order runs by {text!r}: {exc.args[0].splitlines()[0]}",
-                                filter_string=item, position=0) from None
-        assert isinstance(parsed, Comparison)
-        field = parsed.field
+        field = order_field(text, item, parse_run_filter, "runs ")
         if field.kind == "run" and field.name in _ATTRIBUTE_ORDER:
             keys.append(SortKey(field.name, _ATTRIBUTE_ORDER[field.name], descending))
             continue

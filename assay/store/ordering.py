@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +21,11 @@ from sqlalchemy.sql.elements import BindParameter
 
 from assay.errors import InvalidFilter
 from assay.store import schema as s
-from assay.store.filter_ast import Comparison
+from assay.store.filter_ast import Comparison, Field
 from assay.store.filter_parser import parse_filter
 
-__all__ = ["SortKey", "decode_token", "encode_token", "keyset_condition", "parse_order_by"]
+__all__ = ["SortKey", "decode_token", "encode_token", "keyset_condition", "order_field",
+           "parse_order_by"]
 
 _T = s.traces.c
 _NUMERIC = {"timestamp_ms": _T.timestamp_ms, "execution_time_ms": _T.execution_time_ms,
@@ -40,14 +42,25 @@ class SortKey:
     descending: bool
 
 
-def _key_expr(text: str, position_hint: str) -> tuple[str, Any]:
+def order_field(text: str, item: str, parse: Callable[[str], Any], what: str = "") -> Field:
+    """The field an ``order_by`` item names (``text``, without its direction),
+    read by a filter parser as the left side of ``<field> IS NULL``.
+
+    Raises:
+        InvalidFilter: ``text`` names no field ``parse`` knows; the message
+            begins "cannot order ``what`` by".
+    """
     try:
-        parsed = parse_filter(f"{text} IS NULL")
+        parsed = parse(f"{text} IS NULL")
     except InvalidFilter as exc:
-        raise InvalidFilter(f"cannot order by {text!r}: {exc.args[0].splitlines()[0]}",
-                            filter_string=position_hint, position=0) from None
+        raise InvalidFilter(f"cannot order {what}by {text!r}: {exc.args[0].splitlines()[0]}",
+                            filter_string=item, position=0) from None
     assert isinstance(parsed, Comparison)
-    field = parsed.field
+    return parsed.field
+
+
+def _key_expr(text: str, position_hint: str) -> tuple[str, Any]:
+    field = order_field(text, position_hint, parse_filter)
     if field.kind == "trace" and field.name in _NOT_NULL:
         # A plain column, so that an index can deliver the order and the search
         # stops at the page size.

@@ -758,6 +758,12 @@ def test_a_bad_order_by_raises_invalid_filter(corpus, order_by):
         assay.search_traces(order_by=order_by)
 
 
+def test_an_order_by_naming_no_field_says_which_item(corpus):
+    with pytest.raises(assay.InvalidFilter, match="cannot order by 'nonsense'") as info:
+        assay.search_traces(order_by=["timestamp_ms", "nonsense DESC"])
+    assert info.value.filter_string == "nonsense DESC"
+
+
 def _stable_walk(db_uri: str, order_by: list[str], fresh: Callable[[int], list[Case]]
                  ) -> tuple[list[str], list[str], dict[str, str]]:
     assay.configure(store=db_uri, experiment="test", flush_interval_ms=50)

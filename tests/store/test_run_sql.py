@@ -360,6 +360,12 @@ def test_bad_order_by_is_invalid_filter(runs, order_by):
         run_api.search_runs(order_by=order_by)
 
 
+def test_an_order_by_naming_no_field_says_which_item(runs):
+    with pytest.raises(assay.InvalidFilter, match="cannot order runs by 'nonsense'") as info:
+        run_api.search_runs(order_by=["start_time", "nonsense DESC"])
+    assert info.value.filter_string == "nonsense DESC"
+
+
 def test_the_frame_has_a_column_per_metric_param_and_tag(runs):
     frame = run_api.search_runs(order_by=["start_time"])
     assert list(frame.columns) == [*run_api.RUN_FRAME_COLUMNS, "metrics.correctness/mean",
