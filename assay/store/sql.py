@@ -1113,7 +1113,8 @@ def _stream(conn: Connection, sql: Sql, after: Any, want: int, rows: list[Any],
             budget_s: float) -> bool:
     """Append the rows of ``sql`` to ``rows`` until it holds ``want`` of them or the
     statement ends (``True``), or until ``budget_s`` has passed (``False``; the
-    rows read by then stay in ``rows``)."""
+    rows read by then stay in ``rows``, and one the driver had read ahead is
+    found again by a walk that goes on after the last of them)."""
     with _Deadline(conn, budget_s) as deadline:
         try:
             with conn.exec_driver_sql(sql.text, sql.params(after)) as result:
