@@ -91,6 +91,9 @@ _WRITE_RETRY_S = 60.0
 _BUSY_TIMEOUT_MS = 30_000
 _CACHE_PAGES = -65_536  # negative: in KiB, so 64 MiB
 _INDEX_BUILD_CACHE_KIB = -8_192  # a bulk load's page cache while it builds indexes
+# How much of a store file a connection maps into memory for reading (SQLite caps
+# this at its build's maximum, 2 GiB by default).
+_MMAP_BYTES = 2 << 30
 _CHECKPOINT_PAGES = 10_000
 _ANALYSIS_ROWS = 20_000  # index entries SQLite's ANALYZE samples per index
 _ANALYZE_FROM_SPANS = 20_000  # smaller stores are answered fast without statistics
@@ -133,6 +136,13 @@ def _make_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
             # written back once. Measured: 2.5x the write rate of the defaults.
             cur.execute(f"PRAGMA cache_size = {_CACHE_PAGES}")
             cur.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
+            # Reads map the file rather than copying each page in: a search
+            # touching pages that other searches pushed out of the page cache
+            # takes them from the operating system's cache without a system
+            # call per page (measured at 100,000 traces, searches interleaved:
+            # 5% to 40% less time, the OR of two tags 14 ms to 9 ms). Writes
+            # still go through the WAL.
+            cur.execute(f"PRAGMA mmap_size = {_MMAP_BYTES}")
         cur.close()
 
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"

@@ -128,6 +128,16 @@ def test_sqlite_file_is_in_wal_mode(db_path, stores):
     assert sql(db_path, "PRAGMA journal_mode") == [("wal",)]
 
 
+def test_a_file_store_reads_through_a_memory_map(db_path, stores):
+    store = stores(f"sqlite:///{db_path}")
+    store.write_spans([record("a" * 32, "1" * 16)])
+    for engine in store.sql._get_engines():
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() > 0
+    # Written through the WAL and read back through the map.
+    assert store.get_trace("a" * 32) is not None
+
+
 def test_store_with_a_newer_schema_version_is_refused(db_path, stores):
     stores(f"sqlite:///{db_path}").count(experiment=None)
     with closing(sqlite3.connect(db_path)) as con, con:
