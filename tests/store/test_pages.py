@@ -172,3 +172,17 @@ def test_attribute_values_json_cannot_hold_are_stored_and_read_back(store: Trace
     assert attrs["pair"] == [1, "two"] and attrs["nested"] == {"é": [True, None, 1.5]}
     assert trace.spans[0].events[0].attributes == {"n": float("inf")}
     assert trace.spans[0].inputs == {"q": "héllo", "n": [1, 2.5, None]}
+
+
+def test_stored_text_that_is_not_json_is_read_back_as_text(store: TraceStore) -> None:
+    store.write_spans([
+        _record("5" * 16, None, TS_NS, root_rank=2, inputs_json="plain {text",
+                outputs_json='"done"', attributes={"k": 1}),
+        _record("6" * 16, "5" * 16, TS_NS + 1, inputs_json='{"q": 1}', outputs_json="]["),
+    ])
+    trace = store.get_trace(TID)
+    assert trace is not None
+    first, second = trace.spans
+    assert (first.inputs, first.outputs, first.attributes) == ("plain {text", "done", {"k": 1})
+    assert (second.inputs, second.outputs) == ({"q": 1}, "][")
+    assert second.attributes == {"model": "gpt-4o", "tokens": 12, "ok": True}

@@ -131,9 +131,11 @@ def test_sqlite_file_is_in_wal_mode(db_path, stores):
 def test_a_file_store_reads_through_a_memory_map(db_path, stores):
     store = stores(f"sqlite:///{db_path}")
     store.write_spans([record("a" * 32, "1" * 16)])
-    for engine in store.sql._get_engines():
-        with engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() > 0
+    writer, reader = store.sql._get_engines()
+    with reader.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() > 0
+    with writer.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 0
     # Written through the WAL and read back through the map.
     assert store.get_trace("a" * 32) is not None
 
