@@ -33,7 +33,7 @@ from assay.errors import ConfigurationError, StoreError
 from assay.store import schema as s
 from assay.store._run_sql import SqlRuns
 from assay.store.base import MetricRow, RunPage, SpanRecord, TracePage
-from assay.store.pages import assemble
+from assay.store.pages import assemble, without_parallel_workers
 from assay.store.plans import (
     PAGE_COLUMNS,
     RARE_MATCHES,
@@ -973,6 +973,7 @@ class SqlTraceStore:
             row = conn.execute(select(*columns).where(s.traces.c.trace_id == tid)).first()
             if row is None:
                 return None
+            without_parallel_workers(conn)
             traces = assemble(conn, [tuple(row)], include_spans=True)
         return traces[0]
 
@@ -1013,6 +1014,7 @@ class SqlTraceStore:
         with self._read() as conn:
             if not conn.in_transaction():
                 conn.begin()  # the page and its parts read one snapshot
+            without_parallel_workers(conn)
             rows = None
             if plan.walk is not None and not _few(conn, plan.bound):
                 rows = _walk(conn, plan.walk, after, max_results + 1, lambda: self._plan(
