@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -73,6 +73,12 @@ class TraceStore(Protocol):
 
     def write_spans(self, records: Sequence[SpanRecord]) -> None:
         """Persist ended spans; a span already stored is not stored again."""
+
+    def bulk_load(self, records: Iterable[SpanRecord]) -> int:
+        """Store many spans at once (an import, a migration, a benchmark's corpus)
+        with the same result as :meth:`write_spans` over the same records; returns
+        how many records were passed in. A backend may take keyword options (the
+        SQL store's chunk size, for one)."""
 
     def get_trace(self, trace_id: str) -> Trace | None:
         """The trace with its spans, or ``None``."""

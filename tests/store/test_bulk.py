@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event
 
-from assay.store import SpanRecord, open_store
+from assay.store import SpanRecord, TraceStore, open_store
 from assay.store.schema import span_attributes, spans, trace_metadata, trace_tags, traces
 
 T0 = 1_750_000_000_000_000_000
@@ -102,6 +102,17 @@ def test_bulk_load_stores_what_write_spans_stores(two_stores, n_traces, chunk_sp
             experiment="bulk", max_results=2000, filter_string=flt, include_spans=False).traces}
         assert got == want, flt
         assert want, f"the corpus should match {flt}"
+
+
+def test_a_store_loads_through_the_trace_store_seam(two_stores):
+    """``bulk_load`` is part of :class:`TraceStore`: a caller that knows only the
+    protocol loads through it with the defaults."""
+    _, bulk = two_stores
+    assert isinstance(bulk, TraceStore)
+    store: TraceStore = bulk
+    records = corpus(30)
+    assert store.bulk_load(records) == len(records)
+    assert store.count(experiment="bulk") == 30
 
 
 def test_bulk_load_into_a_store_that_holds_the_spans_stores_them_once(db_path):
