@@ -29,10 +29,10 @@ def without_parallel_workers(conn: Connection) -> None:
 
     A page stops at its size and reads a few hundred rows by key: PostgreSQL's
     planner may still start workers for it, at several milliseconds each. Measured
-    at 100,000 traces on 2 cores, pages interleaved: the span attribute page 18.8
-    rather than 7.9 ms, the numeric range 33.3 rather than 13.7, full text 56.2
-    rather than 39.8; reading the tags and metadata of 100 traces by key, 8 ms
-    rather than 2.
+    at 100,000 traces on 2 cores, pages interleaved: the span attribute page 8.2
+    rather than 19.6 ms, the numeric range 14.0 rather than 35.2, full text 38.7
+    rather than 61.4; reading the tags and metadata of 100 traces by key, 2 ms
+    rather than 8.
     """
     if conn.dialect.name == "postgresql":
         _fetch(conn, "SET LOCAL max_parallel_workers_per_gather = 0", [])

@@ -186,3 +186,31 @@ def test_stored_text_that_is_not_json_is_read_back_as_text(store: TraceStore) ->
     assert (first.inputs, first.outputs, first.attributes) == ("plain {text", "done", {"k": 1})
     assert (second.inputs, second.outputs) == ({"q": 1}, "][")
     assert second.attributes == {"model": "gpt-4o", "tokens": 12, "ok": True}
+
+
+def test_a_page_is_read_without_parallel_workers(store: TraceStore, stored: Trace,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL a page's statements run with ``max_parallel_workers_per_gather``
+    at 0 (a page stops at its size; workers cost more to start than they save), and
+    only for the page's own transaction."""
+    from assay.store import pages, sql
+
+    seen: list[str] = []
+    real = sql._rows
+
+    def rows(conn, stmt, after):  # type: ignore[no-untyped-def]
+        if conn.dialect.name == "postgresql":
+            seen.append(conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar())
+        return real(conn, stmt, after)
+
+    monkeypatch.setattr(sql, "_rows", rows)
+    page = store.search(experiment="exp", max_results=10, filter_string="trace.status = 'OK'")
+    assert [t.info.trace_id for t in page.traces] == [stored.info.trace_id]
+    engine = store.sql._get_engines()[1]  # type: ignore[attr-defined]
+    if engine.dialect.name == "postgresql":
+        assert seen == ["0"]
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() != "0"
+    else:
+        with engine.connect() as conn:
+            pages.without_parallel_workers(conn)  # nothing to do on SQLite
