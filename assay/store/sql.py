@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic_core import PydanticSerializationError, to_json
+from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, and_, case, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
@@ -90,6 +90,7 @@ _SQLITE_TEXT_FROM_SPANS = (
 _WRITE_RETRY_S = 60.0
 _BUSY_TIMEOUT_MS = 30_000
 _CACHE_PAGES = -65_536  # negative: in KiB, so 64 MiB
+_MAX_JSON_TEXT_BYTES = 1 << 20  # attributes or events only the fallback can write
 _INDEX_BUILD_CACHE_KIB = -8_192  # a bulk load's page cache while it builds indexes
 # How much of a store file a connection maps into memory for reading (SQLite caps
 # this at its build's maximum, 2 GiB by default).
@@ -1059,11 +1060,19 @@ def _json_text(value: Any) -> str:
     outputs are (about 0.7 rather than 5.5 µs for a span's attributes through
     the standard library); what pydantic-core cannot write (bytes that are not
     UTF-8, say) goes through ``json``. Either way NaN and infinities stay
-    numbers, and a value JSON cannot hold is written as its ``str``."""
+    numbers, and a value JSON cannot hold is written as its ``str``. Never
+    raises: a value neither can write (a cycle, a ``str`` that raises) is
+    written as the tracer writes inputs, with markers, rather than failing the
+    batch it came in."""
     try:
         return to_json(value, fallback=str, inf_nan_mode="constants").decode()
-    except PydanticSerializationError:
-        return json.dumps(value, ensure_ascii=False, default=str)
+    except Exception:
+        try:
+            return json.dumps(value, ensure_ascii=False, default=str)
+        except Exception:
+            from assay.tracing.serialize import dumps
+
+            return dumps(value, _MAX_JSON_TEXT_BYTES)
 
 
 def _span_key(span_id: str) -> int:

@@ -8,6 +8,8 @@ from typing import Any
 
 __all__ = ["typed_value"]
 
+_MAX_JSON_BYTES = 1 << 20  # of a value only the fallback can write
+
 
 def typed_value(value: Any) -> tuple[str, float | None, str | None]:
     """``(value_kind, num_value, str_value)`` for one value.
@@ -30,4 +32,10 @@ def typed_value(value: Any) -> tuple[str, float | None, str | None]:
         return "s", None, value
     if value is None:
         return "j", None, None
-    return "j", None, json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except Exception:  # a cycle, a str() that raises: as the tracer writes inputs
+        from assay.tracing.serialize import dumps
+
+        text = dumps(value, _MAX_JSON_BYTES)
+    return "j", None, text

@@ -214,3 +214,31 @@ def test_a_page_is_read_without_parallel_workers(store: TraceStore, stored: Trac
     else:
         with engine.connect() as conn:
             pages.without_parallel_workers(conn)  # nothing to do on SQLite
+
+
+def test_attribute_values_no_json_writer_can_hold_do_not_lose_the_batch(
+        store: TraceStore) -> None:
+    """A cyclic value, or one whose ``str`` raises, is stored with markers, and the
+    other spans of its batch are stored with it."""
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    cyclic: dict[str, object] = {"name": "loop"}
+    cyclic["self"] = cyclic
+    store.write_spans([
+        _record("7" * 16, None, TS_NS, root_rank=2,
+                attributes={"cyclic": cyclic, "odd": Unprintable(), "plain": 1}),
+        _record("8" * 16, "7" * 16, TS_NS + 1),
+    ])
+    trace = store.get_trace(TID)
+    assert trace is not None
+    assert [s.span_id for s in trace.spans] == ["7" * 16, "8" * 16]
+    attrs = trace.spans[0].attributes
+    assert attrs["plain"] == 1 and attrs["cyclic"]["name"] == "loop"
+    assert "cycle" in str(attrs["cyclic"]["self"])
+    assert "Unprintable" in str(attrs["odd"])
+    hits = store.search(experiment="exp", max_results=10,
+                        filter_string="span.attributes.plain = 1", include_spans=False)
+    assert [t.info.trace_id for t in hits.traces] == [TID]
