@@ -233,3 +233,70 @@ def test_a_record_of_another_type_is_named_and_what_came_before_is_kept(db_path)
     with closing(sqlite3.connect(db_path)) as con:
         assert con.execute("SELECT count(*) FROM spans").fetchone() == (80,)  # two chunks
     assert _indexes(db_path) == INDEXES
+
+
+def _automerge(db_path: Path) -> int | None:
+    with closing(sqlite3.connect(db_path)) as con:
+        row = con.execute("SELECT v FROM trace_text_config WHERE k = 'automerge'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def test_the_text_index_is_written_unmerged_during_a_load_and_merges_after(db_path):
+    store = open_store(f"sqlite:///{db_path}")
+    store.open()
+    statements: list[str] = []
+    writer = store.sql._get_engines()[0]
+    with writer.connect() as conn:
+        conn.connection.dbapi_connection.set_trace_callback(statements.append)
+    store.bulk_load(corpus(40), chunk_spans=50)
+    store.close()
+    settings = [s for s in statements if "'automerge'" in s]
+    assert settings == ["INSERT INTO trace_text (trace_text, rank) VALUES ('automerge', 0)",
+                        "INSERT INTO trace_text (trace_text, rank) VALUES ('automerge', 4)"]
+    text_rows = [i for i, s in enumerate(statements) if s.startswith("INSERT INTO trace_text (")
+                 and "SELECT" in s]
+    first, last = (i for i, s in enumerate(statements) if "'automerge'" in s)
+    assert text_rows and all(first < i < last for i in text_rows)
+    assert _automerge(db_path) == 4
+    with closing(sqlite3.connect(db_path)) as con:
+        con.execute("INSERT INTO trace_text (trace_text, rank) VALUES ('integrity-check', 1)")
+
+
+def test_a_text_index_a_dead_load_left_unmerged_merges_again_on_the_next_open(db_path):
+    store = open_store(f"sqlite:///{db_path}")
+    store.bulk_load(corpus(10))
+    store.close()
+    with closing(sqlite3.connect(db_path)) as con:  # as a process killed mid-load leaves it
+        con.execute("INSERT INTO trace_text (trace_text, rank) VALUES ('automerge', 0)")
+        con.commit()
+    assert _automerge(db_path) == 0
+    again = open_store(f"sqlite:///{db_path}")
+    again.open()
+    again.close()
+    assert _automerge(db_path) == 4
+    # and a store whose merging was set otherwise by hand keeps that setting
+    with closing(sqlite3.connect(db_path)) as con:
+        con.execute("INSERT INTO trace_text (trace_text, rank) VALUES ('automerge', 8)")
+        con.commit()
+    open_store(f"sqlite:///{db_path}").close()
+    assert _automerge(db_path) == 8
+
+
+def test_a_load_starts_with_small_chunks_that_double(db_path):
+    from assay.store.sql import _chunked
+
+    records = corpus(25)  # 100 records
+    assert [len(c) for c in _chunked(records, 40, first=5)] == [5, 10, 20, 40, 25]
+    assert [len(c) for c in _chunked(records, 40)] == [40, 40, 20]
+    assert [len(c) for c in _chunked(records, 3, first=5)] == [3] * 33 + [1]
+    # 20,000 spans in chunks of 160,000: 10,000 first (the smallest first chunk), then the rest
+    many = corpus(5_000)
+    store = open_store(f"sqlite:///{db_path}")
+    writes: list[int] = []
+    original = store.sql._write_chunk
+    store.sql._write_chunk = lambda conn, prepared: writes.append(prepared[0]) or original(
+        conn, prepared)
+    assert store.bulk_load(many, chunk_spans=160_000) == 20_000
+    assert writes == [10_000, 10_000]
+    assert store.count(experiment="bulk") == 5_000
+    store.close()
