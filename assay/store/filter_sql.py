@@ -38,7 +38,7 @@ from sqlalchemy.sql.elements import literal
 
 from assay.errors import InvalidFilter
 from assay.store import schema as s
-from assay.store.filter_ast import Comparison, Expr, Field, Not, Or, iso_to_epoch_ms
+from assay.store.filter_ast import And, Comparison, Expr, Field, Not, Or, iso_to_epoch_ms
 
 __all__ = ["Bound", "compile_bound", "compile_correlated", "compile_filter", "compile_run_filter",
            "latest_metric_value"]
@@ -367,6 +367,27 @@ def compile_correlated(expr: Expr, *, dialect: str, fts: bool,
     compiler = _Compiler(dialect, fts, filter_string, correlated=True)
     cond = compiler.expr(expr)
     return cond if compiler.subqueries else None
+
+
+def compile_span_members(expr: Expr, *, dialect: str, fts: bool,
+                         filter_string: str = "") -> Any | None:
+    """The subquery of trace ids that a filter of span predicates only (one, or
+    several AND-ed, which one and the same span must match) selects from the
+    spans or their attributes; ``None`` for any other filter. Every span's
+    trace is stored with it, so these ids are the matching traces of the whole
+    store (counting them by the span index alone: see ``plans.build_count``)."""
+    items = [expr] if isinstance(expr, Comparison) else (
+        expr.items if isinstance(expr, And) else [])
+    if not items or not all(isinstance(i, Comparison) and i.field.kind in _SPAN_KINDS
+                            for i in items):
+        return None
+    compiler = _Compiler(dialect, fts, filter_string)
+    compiler.members = []
+    compiler.span_group(items)  # type: ignore[arg-type]
+    if len(compiler.members) != 1:
+        return None
+    sub, negate, _ = compiler.members[0]
+    return None if negate else sub
 
 
 #: An upper bound on a filter's matches, from the subqueries of its predicates:

