@@ -300,3 +300,22 @@ def test_a_load_starts_with_small_chunks_that_double(db_path):
     assert writes == [10_000, 10_000]
     assert store.count(experiment="bulk") == 5_000
     store.close()
+
+
+def test_a_postgresql_load_leaves_its_rows_visible_to_index_only_reads(pg_uri):
+    """The load ends with VACUUM (ANALYZE): the visibility map covers the loaded
+    pages, so that an index answers alone, and the planner has statistics."""
+    from sqlalchemy import text
+
+    store = open_store(pg_uri)
+    store.bulk_load(corpus(200))
+    writer = store.sql._get_engines()[0]
+    with writer.connect() as conn:
+        for table in ("spans", "span_attributes", "traces"):
+            pages, visible, rows = conn.execute(text(
+                "SELECT relpages, relallvisible, reltuples FROM pg_class "
+                "WHERE oid = CAST(:t AS regclass)"), {"t": table}).one()
+            assert pages > 0 and visible == pages, (table, pages, visible)
+            assert rows > 0, table  # analyzed
+        assert conn.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
+    store.close()
