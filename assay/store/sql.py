@@ -316,18 +316,7 @@ class SqlTraceStore:
                 "trace_id VARCHAR(32) NOT NULL, content TEXT NOT NULL)")
             conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_{s.FTS_TABLE}_trace_id "
                                  f"ON {s.FTS_TABLE} (trace_id)")
-            try:
-                with conn.begin_nested():
-                    conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-                    # The extension may live in another schema than the store's.
-                    where = conn.exec_driver_sql(
-                        "SELECT extnamespace::regnamespace::text FROM pg_extension "
-                        "WHERE extname = 'pg_trgm'").scalar()
-                    conn.exec_driver_sql(
-                        f"CREATE INDEX IF NOT EXISTS ix_{s.FTS_TABLE}_content ON "
-                        f"{s.FTS_TABLE} USING gin (content {where}.gin_trgm_ops)")
-            except Exception as exc:  # no pg_trgm: LIKE scans the text table
-                log.warning("assay: no trigram index on PostgreSQL (%s)", exc)
+            _create_trigram_index(conn)
             return
         if conn.dialect.name != "sqlite":
             return
@@ -812,7 +801,15 @@ class SqlTraceStore:
 
     def _restore_indexes(self, conn: Connection) -> None:
         """Build the indexes an interrupted bulk load left dropped, and turn the
-        full-text index's merging back on (SQLite)."""
+        full-text index's merging back on (SQLite); on PostgreSQL, build the
+        trigram index again should it be gone (with the ``pg_trgm`` extension
+        it depends on, when someone dropped that)."""
+        if conn.dialect.name == "postgresql" and self._fts and not conn.exec_driver_sql(
+                "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
+                f"AND indexname = 'ix_{s.FTS_TABLE}_content'").first():
+            log.warning("assay: the trigram index of %s is missing (was the pg_trgm extension "
+                        "dropped?); building it again", self.uri)
+            _create_trigram_index(conn)
         if conn.dialect.name != "sqlite" or self._memory:
             return
         if self._fts and conn.exec_driver_sql(
@@ -1088,6 +1085,37 @@ class SqlTraceStore:
     def count_spans(self) -> int:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(s.spans)).scalar() or 0)
+
+def _create_trigram_index(conn: Connection) -> None:
+    """The PostgreSQL full-text table's trigram GIN index, which serves LIKE and
+    ILIKE; without the ``pg_trgm`` extension, none (LIKE then scans the table).
+
+    The extension is one per database. It goes into the ``public`` schema when it
+    is not there yet, not into the store's: dropping a store's schema with
+    CASCADE drops the extensions in it, and with them the indexes of every
+    other store in the database that uses it.
+    """
+    found = "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'"
+    try:
+        with conn.begin_nested():
+            where = conn.exec_driver_sql(found).scalar()
+            if where is None:
+                try:
+                    with conn.begin_nested():
+                        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm "
+                                             "WITH SCHEMA public")
+                except DBAPIError as exc:
+                    log.warning("assay: cannot add the pg_trgm extension to the public "
+                                "schema (%s); adding it to the store's schema, where "
+                                "dropping that schema drops it for every store", exc.orig)
+                    conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                where = conn.exec_driver_sql(found).scalar()
+            conn.exec_driver_sql(
+                f"CREATE INDEX IF NOT EXISTS ix_{s.FTS_TABLE}_content ON "
+                f"{s.FTS_TABLE} USING gin (content {where}.gin_trgm_ops)")
+    except DBAPIError as exc:  # no pg_trgm: LIKE scans the text table
+        log.warning("assay: no trigram index on PostgreSQL (%s)", exc.orig)
+
 
 def _text(inputs: str | None, outputs: str | None) -> str:
     """What the full-text index holds of a span: the start of its inputs and outputs

@@ -159,3 +159,67 @@ def test_tags_can_be_set_and_removed_on_finished_traces(corpus):
     assert _cases("tags.reviewed IS NOT NULL") == set()
     with pytest.raises(ValueError, match="32 hex"):
         assay.set_trace_tag("nope", "k", "v")
+
+
+# -- PostgreSQL: the trigram index and the extension it depends on -----------------------------
+
+def _trigram_index(uri: str) -> bool:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(
+                "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND indexname = 'ix_trace_text_content'")).first() is not None
+    finally:
+        engine.dispose()
+
+
+def test_dropping_one_stores_schema_leaves_the_others_trigram_index(pg_uri):
+    """pg_trgm is one per database: it must not live in a store's own schema, where
+    dropping that schema (CASCADE) would drop every other store's trigram index."""
+    import psycopg
+
+    from assay.store import open_store
+    from tests.conftest import PG_URL, _drop_pg_schema, _pg_schema
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:  # as on a database without it
+        conn.execute("DROP EXTENSION IF EXISTS pg_trgm CASCADE")
+    first_schema = _pg_schema()
+    first = pg_uri.replace(pg_uri.split("%3D")[-1], first_schema)
+    for uri in (first, pg_uri):
+        store = open_store(uri)
+        store.open()
+        store.close()
+    assert _trigram_index(first) and _trigram_index(pg_uri)
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        assert conn.execute("SELECT extnamespace::regnamespace::text FROM pg_extension "
+                            "WHERE extname = 'pg_trgm'").fetchone() == ("public",)
+    _drop_pg_schema(first_schema)
+    assert _trigram_index(pg_uri)
+    assay.configure(store=pg_uri, experiment="t")
+    assert assay.search_traces("trace.text LIKE '%refund%'", return_type="list") == []
+
+
+def test_a_missing_trigram_index_is_built_again_on_the_next_open(pg_uri, caplog):
+    import logging
+
+    from sqlalchemy import create_engine, text
+
+    from assay.store import open_store
+
+    store = open_store(pg_uri)
+    store.open()
+    store.close()
+    engine = create_engine(pg_uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_trace_text_content"))
+    engine.dispose()
+    assert not _trigram_index(pg_uri)
+    with caplog.at_level(logging.WARNING, logger="assay"):
+        again = open_store(pg_uri)
+        again.open()
+        again.close()
+    assert "trigram index" in caplog.text and "building it again" in caplog.text
+    assert _trigram_index(pg_uri)
