@@ -668,10 +668,9 @@ class SqlTraceStore:
         into rows while this one is written (SQLite and psycopg release the GIL
         as they work). The first chunks are smaller (a sixteenth of
         ``chunk_spans`` but at least ``_FIRST_CHUNK_MIN_SPANS``, doubling): the
-        database starts writing after a short
-        wait for the first rows rather than a long one (measured at 1,000,000
-        spans: 0.2 rather than 2.6 s), and each chunk's rows are ready before the
-        one before them is written."""
+        database starts writing after a short wait for the first rows rather
+        than a long one (measured at 1,000,000 spans: 0.2 rather than 2.6 s),
+        and each chunk's rows are ready before the one before them is written."""
         pg = conn.dialect.name == "postgresql"
         with ThreadPoolExecutor(1, thread_name_prefix="assay-bulk") as prepare:
             pending: Any = None
@@ -804,10 +803,11 @@ class SqlTraceStore:
         full-text index's merging back on (SQLite); on PostgreSQL, build the
         trigram index again should it be gone (with the ``pg_trgm`` extension
         it depends on, when someone dropped that)."""
-        if conn.dialect.name == "postgresql" and self._fts and not conn.exec_driver_sql(
-                "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
-                f"AND indexname = 'ix_{s.FTS_TABLE}_content'").first():
-            log.warning("assay: the trigram index of %s is missing (was the pg_trgm extension "
+        # (Nothing to say when this server has no pg_trgm: creating the store said so.)
+        if conn.dialect.name == "postgresql" and self._fts and not _has_trigram_index(conn) \
+                and conn.exec_driver_sql("SELECT 1 FROM pg_available_extensions "
+                                         "WHERE name = 'pg_trgm'").first():
+            log.warning("assay: the trigram index of %s is missing (the pg_trgm extension "
                         "dropped?); building it again", self.uri)
             _create_trigram_index(conn)
         if conn.dialect.name != "sqlite" or self._memory:
@@ -1085,6 +1085,13 @@ class SqlTraceStore:
     def count_spans(self) -> int:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(s.spans)).scalar() or 0)
+
+
+def _has_trigram_index(conn: Connection) -> bool:
+    return conn.exec_driver_sql(
+        "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
+        f"AND indexname = 'ix_{s.FTS_TABLE}_content'").first() is not None
+
 
 def _create_trigram_index(conn: Connection) -> None:
     """The PostgreSQL full-text table's trigram GIN index, which serves LIKE and
