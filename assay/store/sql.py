@@ -618,7 +618,8 @@ class SqlTraceStore:
         ``defer_indexes`` is true (by default: when the store holds fewer spans
         than one chunk, so that rebuilding costs less than keeping them;
         PostgreSQL keeps its indexes). The planner's statistics are refreshed
-        at the end.
+        at the end (on PostgreSQL by ``VACUUM (ANALYZE)``, which also marks the
+        loaded rows visible to all, for index-only reads).
         Other processes may read and write the store meanwhile (between chunks);
         their searches are slower until the indexes are back. When the records'
         source raises, the chunks written stay and the indexes are rebuilt before
