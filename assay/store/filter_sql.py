@@ -41,7 +41,7 @@ from assay.store import schema as s
 from assay.store.filter_ast import And, Comparison, Expr, Field, Not, Or, iso_to_epoch_ms
 
 __all__ = ["Bound", "compile_bound", "compile_correlated", "compile_filter", "compile_run_filter",
-           "latest_metric_value"]
+           "compile_span_members", "latest_metric_value"]
 
 _T = s.traces.c
 _TRACE_COLUMNS = {
