@@ -45,7 +45,7 @@ from assay.store.plans import (
     plan_cache,
     where_clause,
 )
-from assay.store.values import typed_value
+from assay.store.values import json_text, typed_value
 from assay.tracing.models import Assessment, Trace
 
 if TYPE_CHECKING:
@@ -90,7 +90,6 @@ _SQLITE_TEXT_FROM_SPANS = (
 _WRITE_RETRY_S = 60.0
 _BUSY_TIMEOUT_MS = 30_000
 _CACHE_PAGES = -65_536  # negative: in KiB, so 64 MiB
-_MAX_JSON_TEXT_BYTES = 1 << 20  # attributes or events only the fallback can write
 _FIRST_CHUNK_MIN_SPANS = 10_000  # a bulk load's first chunk, unless chunk_spans is less
 _TEXT_AUTOMERGE = 4  # FTS5's own default: merge once 4 segments of a level exist
 _INDEX_BUILD_CACHE_KIB = -8_192  # a bulk load's page cache while it builds indexes
@@ -769,8 +768,7 @@ class SqlTraceStore:
         merging, or their many small segments would slow every search.
         """
         with self._fork_guard, conn.begin():
-            conn.exec_driver_sql(f"INSERT INTO {s.FTS_TABLE} ({s.FTS_TABLE}, rank) "
-                                 f"VALUES ('automerge', {int(segments)})")
+            _text_automerge(conn, segments)
 
     def _sorted_rows(self, chunk: list[SpanRecord], pg: bool) -> tuple[int, _Rows]:
         chunk.sort(key=lambda r: (r.trace_id, r.span_id))  # walks each primary key once
@@ -815,8 +813,7 @@ class SqlTraceStore:
             return
         if self._fts and conn.exec_driver_sql(
                 f"SELECT 1 FROM {s.FTS_TABLE}_config WHERE k = 'automerge' AND v = 0").first():
-            conn.exec_driver_sql(f"INSERT INTO {s.FTS_TABLE} ({s.FTS_TABLE}, rank) "
-                                 f"VALUES ('automerge', {_TEXT_AUTOMERGE})")
+            _text_automerge(conn, _TEXT_AUTOMERGE)
         present = {name for (name,) in conn.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'index'")}
         missing = [ix for ix in _load_indexes() if ix.name not in present]
@@ -1088,6 +1085,13 @@ class SqlTraceStore:
             return int(conn.execute(select(func.count()).select_from(s.spans)).scalar() or 0)
 
 
+def _text_automerge(conn: Connection, segments: int) -> None:
+    """FTS5's ``automerge`` option of the SQLite full-text index (inside ``conn``'s
+    transaction)."""
+    conn.exec_driver_sql(f"INSERT INTO {s.FTS_TABLE} ({s.FTS_TABLE}, rank) "
+                         f"VALUES ('automerge', {int(segments)})")
+
+
 def _has_trigram_index(conn: Connection) -> bool:
     return conn.exec_driver_sql(
         "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
@@ -1143,12 +1147,7 @@ def _json_text(value: Any) -> str:
     try:
         return to_json(value, fallback=str, inf_nan_mode="constants").decode()
     except Exception:
-        try:
-            return json.dumps(value, ensure_ascii=False, default=str)
-        except Exception:
-            from assay.tracing.serialize import dumps
-
-            return dumps(value, _MAX_JSON_TEXT_BYTES)
+        return json_text(value)
 
 
 def _span_key(span_id: str) -> int:

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["typed_value"]
+__all__ = ["json_text", "typed_value"]
 
 _MAX_JSON_BYTES = 1 << 20  # of a value only the fallback can write
 
@@ -32,10 +32,16 @@ def typed_value(value: Any) -> tuple[str, float | None, str | None]:
         return "s", None, value
     if value is None:
         return "j", None, None
+    return "j", None, json_text(value)
+
+
+def json_text(value: Any) -> str:
+    """``value`` as JSON text, whatever it holds: what JSON cannot hold is written
+    as its ``str``; a value even that fails on (a cycle, a ``str`` that raises) is
+    written as the tracer writes inputs, with markers. Never raises."""
     try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except Exception:  # a cycle, a str() that raises: as the tracer writes inputs
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except Exception:
         from assay.tracing.serialize import dumps
 
-        text = dumps(value, _MAX_JSON_BYTES)
-    return "j", None, text
+        return dumps(value, _MAX_JSON_BYTES)
