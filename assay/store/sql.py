@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
+from assay._gc import paused as collector_paused
 from assay.errors import ConfigurationError, StoreError
 from assay.store import schema as s
 from assay.store._run_sql import SqlRuns
@@ -1010,7 +1011,8 @@ class SqlTraceStore:
             if row is None:
                 return None
             without_parallel_workers(conn)
-            traces = assemble(conn, [tuple(row)], include_spans=True)
+            with collector_paused():
+                traces = assemble(conn, [tuple(row)], include_spans=True)
         return traces[0]
 
     def _where(self, experiment: str | None, filter_string: str | None) -> Any:
@@ -1047,7 +1049,7 @@ class SqlTraceStore:
         plan = self._plan(experiment, filter_string, order_by, max_results,
                           page_token is not None)
         after = None if page_token is None else ordering.decode_token(page_token, plan.keys)
-        with self._read() as conn:
+        with self._read() as conn, collector_paused():
             if not conn.in_transaction():
                 conn.begin()  # the page and its parts read one snapshot
             without_parallel_workers(conn)

@@ -4,6 +4,7 @@ and argument validation."""
 from __future__ import annotations
 
 import base64
+import gc
 import time
 from collections.abc import Iterator
 
@@ -168,6 +169,25 @@ def test_include_spans_false_lists_traces_without_their_spans(tracing_any):
     found = assay.search_traces(return_type="list", include_spans=False)
     assert [t.trace_id for t in found] == list(reversed(ids))
     assert all(t.spans == [] and t.info.name == "answer" for t in found)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_search_leaves_the_garbage_collector_as_it_was(enabled, writer):
+    """Pages are built with the collector paused (assay._gc); after a search,
+    one that failed included, it is on or off as before."""
+    writer.write_spans([root_record(tid(i), T0_MS + i) for i in range(5)])
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert len(assay.search_traces(return_type="list")) == 5
+        assert gc.isenabled() is enabled
+        with pytest.raises(assay.InvalidFilter):
+            assay.search_traces("trace.status = ", return_type="list")
+        assert gc.isenabled() is enabled
+        assert writer.get_trace(tid(0)) is not None
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 # -- pagination -----------------------------------------------------------------------
