@@ -40,8 +40,8 @@ from assay.errors import InvalidFilter
 from assay.store import schema as s
 from assay.store.filter_ast import And, Comparison, Expr, Field, Not, Or, iso_to_epoch_ms
 
-__all__ = ["Bound", "compile_bound", "compile_correlated", "compile_filter", "compile_run_filter",
-           "compile_span_members", "latest_metric_value"]
+__all__ = ["Bound", "compile_assessment_page", "compile_bound", "compile_correlated",
+           "compile_filter", "compile_run_filter", "compile_span_members", "latest_metric_value"]
 
 _T = s.traces.c
 _TRACE_COLUMNS = {
@@ -215,14 +215,19 @@ class _Compiler:
             return self.member(has_key)
         return self.member(has_key.where(self.compare(table.c.value, cmp.op, cmp.value)))
 
-    def assessment(self, cmp: Comparison) -> ColumnElement[bool]:
-        a = s.assessments.alias()
-        valid = select(a.c.trace_id).where(a.c.kind == cmp.field.kind,
-                                           a.c.name == cmp.field.key)
+    def valid_assessments(self, a: Any, cmp: Comparison) -> list[ColumnElement[bool]]:
+        """The rows of ``a`` (an alias of ``assessments``) that count for ``cmp``'s
+        kind and name, whatever their value."""
+        terms = [a.c.kind == cmp.field.kind, a.c.name == cmp.field.key]
         # A bound counts the overridden ones too, and so reads the (kind, name,
         # value) index alone (2,000 entries: 0.3 rather than 2.3 ms).
         if not self.superset:
-            valid = valid.where(a.c.overridden_by.is_(None))
+            terms.append(a.c.overridden_by.is_(None))
+        return terms
+
+    def assessment(self, cmp: Comparison) -> ColumnElement[bool]:
+        a = s.assessments.alias()
+        valid = select(a.c.trace_id).where(*self.valid_assessments(a, cmp))
         if cmp.op == "IS NULL":
             return self.member(valid.where(_present(a)), negate=True)
         if cmp.op == "IS NOT NULL":
@@ -388,6 +393,21 @@ def compile_span_members(expr: Expr, *, dialect: str, fts: bool,
         return None
     sub, negate, _ = compiler.members[0]
     return None if negate else sub
+
+
+def compile_assessment_page(expr: Expr, *, dialect: str, fts: bool,
+                            filter_string: str = "") -> tuple[Any, ColumnElement[bool]] | None:
+    """For a filter that is one ``feedback.<name> = value`` or
+    ``expectation.<name> = value`` (a boolean, a number or a string): an alias of
+    ``assessments`` and the condition its valid rows with that value meet, whose
+    columns lead one of the page indexes (see ``plans.build_plan``); ``None`` for
+    any other filter."""
+    if not isinstance(expr, Comparison) or expr.op != "=" or expr.value is None \
+            or expr.field.kind not in ("feedback", "expectation"):
+        return None
+    compiler = _Compiler(dialect, fts, filter_string)
+    a = s.assessments.alias("valued")
+    return a, and_(*compiler.valid_assessments(a, expr), compiler.typed(a, "=", expr.value))
 
 
 #: An upper bound on a filter's matches, from the subqueries of its predicates:

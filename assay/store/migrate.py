@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Table, inspect, select
 
+from assay.store import copies
 from assay.store import schema as s
 from assay.store.values import typed_value
 
@@ -87,7 +88,7 @@ def _v4_to_v5(conn: Connection) -> None:
     if conn.dialect.name == "sqlite":
         for table in (s.trace_tags, s.trace_metadata):
             _copy_table(conn, table, "trace_id, key, value")
-    s.refresh_pairs(conn, None)
+    copies.refresh_pairs(conn, None)
 
 
 def _v5_to_v6(conn: Connection) -> None:
@@ -96,6 +97,18 @@ def _v5_to_v6(conn: Connection) -> None:
         if "num_value" in index.columns:
             conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
             index.create(conn)
+
+
+def _v6_to_v7(conn: Connection) -> None:
+    # Assessments copy their trace's experiment and timestamp, and are indexed by
+    # them after the value.
+    existing = {c["name"] for c in inspect(conn).get_columns("assessments")}
+    for name, sql_type in (("experiment", "VARCHAR(256)"), ("trace_timestamp_ms", "BIGINT")):
+        if name not in existing:
+            conn.exec_driver_sql(f"ALTER TABLE assessments ADD COLUMN {name} {sql_type}")
+    copies.refresh_assessed_traces(conn, None)
+    for index in s.assessments.indexes:
+        index.create(conn, checkfirst=True)
 
 
 def _copy_table(conn: Connection, table: Table, columns: str) -> None:
@@ -111,7 +124,7 @@ def _copy_table(conn: Connection, table: Table, columns: str) -> None:
 
 
 _STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
-                                                   4: _v4_to_v5, 5: _v5_to_v6}
+                                                   4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
 
 
 def upgrade_schema(conn: Connection, version: int) -> None:

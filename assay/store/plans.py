@@ -88,11 +88,23 @@ def build_plan(dialect: Dialect, fts: bool, experiment: str | None, filter_strin
         InvalidFilter: the filter or the ordering is malformed.
     """
     from assay.store.filter_parser import parse_filter
-    from assay.store.filter_sql import compile_bound, compile_correlated, compile_filter
+    from assay.store.filter_sql import (
+        compile_assessment_page,
+        compile_bound,
+        compile_correlated,
+        compile_filter,
+    )
 
     keys = ordering.parse_order_by(list(order_by) if order_by is not None else None)
     expr = parse_filter(filter_string) if filter_string else None
     text = filter_string or ""
+    if expr is not None and experiment is not None \
+            and [k.label for k in keys] == ["timestamp_ms", "trace_id"]:
+        valued = compile_assessment_page(expr, dialect=dialect.name, fts=fts, filter_string=text)
+        if valued is not None:
+            first = _assessment_page(*valued, experiment, keys[0].descending, max_results,
+                                     after)
+            return SearchPlan(keys, _compiled(first, dialect), None, None)
     cond = compile_filter(expr, dialect=dialect.name, fts=fts, filter_string=text)
     probe = None
     if expr is not None and dialect.name == "sqlite":
@@ -113,6 +125,36 @@ def build_plan(dialect: Dialect, fts: bool, experiment: str | None, filter_strin
     bound = compile_bound(expr, dialect=dialect.name, fts=fts, filter_string=text)
     return SearchPlan(keys, gather, _compiled(page(probe), dialect),
                       None if bound is None else _counts(bound, dialect))
+
+
+def _assessment_page(a: Any, valued: Any, experiment: str, descending: bool,
+                     max_results: int, after: bool) -> Any:
+    """A page of the traces in ``experiment`` with an assessment of ``a`` meeting
+    ``valued``, by time: the first entries of one range of a page index
+    (``ix_assessments_num_page``/``str_page``: kind, name, value, experiment, the
+    trace's timestamp and id), then those traces' rows.
+
+    Walking the traces newest first and probing each for the value read every
+    trace without it on the way: about 3,300 for a page of a value that one
+    trace in 30 has, at 100,000 traces on SQLite (6.6 ms a page; on PostgreSQL,
+    which gathers every match and sorts them, 24 ms).
+    """
+    keys = [ordering.SortKey("timestamp_ms", a.c.trace_timestamp_ms, descending),
+            ordering.SortKey("trace_id", a.c.trace_id, descending)]
+    token = [ordering.keyset_condition(keys, [bindparam(f"{_AFTER}{i}") for i in range(2)])] \
+        if after else []
+    hits = (select(a.c.trace_timestamp_ms.label("ts"), a.c.trace_id.label("tid"))
+            .where(a.c.experiment == experiment, valued, *token)
+            .distinct().order_by(*ordering.order_clauses(keys)).limit(max_results + 1)
+            .subquery("hits"))
+    # The sort values (and so the page token) are the index's: pages follow its
+    # order, even while a copy is being refreshed.
+    by = [hits.c.ts, hits.c.tid]
+    columns = [s.traces.c[name] for name in PAGE_COLUMNS]
+    return (select(*columns, *(c.label(f"_sort{i}") for i, c in enumerate(by)))
+            .select_from(s.traces.join(hits, s.traces.c.trace_id == hits.c.tid))
+            .where(s.traces.c.experiment == experiment)
+            .order_by(*(c.desc() if descending else c.asc() for c in by)))
 
 
 def _counts(bound: tuple[str, Any], dialect: Dialect) -> tuple[str, Any]:

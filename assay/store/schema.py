@@ -18,6 +18,9 @@ query that needs it, since every index costs every write. Version history:
        tables are WITHOUT ROWID (keyed by trace_id, key)
     6  the span attributes' numeric index holds numbers and booleans only (a
        partial index: two thirds of the rows, built in two thirds of the time)
+    7  assessments.experiment/trace_timestamp_ms, copies of the assessed trace's
+       (``copies``), ending two new (kind, name, value) indexes: a page of the
+       traces with a feedback value is one ordered index range
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -28,13 +31,9 @@ value as text (a string as itself, a number or boolean as its JSON text), with
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-
 from sqlalchemy import (
     BigInteger,
     Column,
-    Connection,
     Float,
     Index,
     Integer,
@@ -48,11 +47,11 @@ from sqlalchemy import (
 )
 
 __all__ = ["FTS_TABLE", "SCHEMA_VERSION", "assessments", "dataset_records", "datasets",
-           "metadata", "refresh_pairs", "run_metrics", "run_params", "run_tables", "run_tags",
+           "metadata", "run_metrics", "run_params", "run_tables", "run_tags",
            "runs", "schema_version", "span_attributes", "spans", "trace_metadata",
            "trace_tags", "traces"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -81,7 +80,7 @@ traces = Table(
     Column("run_id", String(64)),
     # The tags and metadata as one JSON object each, so that a page reads them with
     # the trace. The pairs in trace_tags/trace_metadata stay what filters and
-    # orderings use; every write of pairs refreshes these (``refresh_pairs``).
+    # orderings use; every write of pairs refreshes these (``copies.refresh_pairs``).
     Column("tags_json", Text, nullable=False, server_default="{}"),
     Column("metadata_json", Text, nullable=False, server_default="{}"),
     Index(None, "experiment", "timestamp_ms", "trace_id"),
@@ -152,9 +151,20 @@ assessments = Table(
     Column("error", Text),
     Column("created_time_ms", BigInteger, nullable=False),
     Column("overridden_by", String(32)),
+    # The assessed trace's experiment and timestamp (NULL while it is not
+    # stored), kept equal to its row's by ``copies.refresh_assessed_traces``.
+    Column("experiment", String(256)),
+    Column("trace_timestamp_ms", BigInteger),
     Index(None, "trace_id"),
+    # A value's traces (a filter's subquery; a walk's probe of one trace)...
     Index(None, "kind", "name", "value_kind", "num_value", "trace_id"),
     Index(None, "kind", "name", "str_value", "trace_id"),
+    # ...and the same in an experiment in page order (the newest 100 traces
+    # with a value, read from the start of a range).
+    Index("ix_assessments_num_page", "kind", "name", "value_kind", "num_value", "experiment",
+          "trace_timestamp_ms", "trace_id"),
+    Index("ix_assessments_str_page", "kind", "name", "str_value", "experiment",
+          "trace_timestamp_ms", "trace_id"),
 )
 
 #: Full-text index of span inputs and outputs (SQLite: an FTS5 table with the
@@ -269,25 +279,3 @@ dataset_records = Table(
     Column("created_time_ms", BigInteger, nullable=False),
     Column("seq", BigInteger),
 )
-
-
-def refresh_pairs(conn: Connection, trace_ids: Sequence[str] | None) -> None:
-    """Set ``traces.tags_json``/``metadata_json`` from ``trace_tags``/``trace_metadata``
-    for these traces (``None``: every trace that has a pair)."""
-    pg = conn.dialect.name == "postgresql"
-    group = "json_object_agg(key, value)::text" if pg else "json_group_object(key, value)"
-    sets = ", ".join(
-        f"{column} = coalesce((SELECT {group} FROM {table} p "
-        f"WHERE p.trace_id = traces.trace_id), '{{}}')"
-        for column, table in (("tags_json", "trace_tags"), ("metadata_json", "trace_metadata")))
-    if trace_ids is None:
-        conn.exec_driver_sql(f"UPDATE traces SET {sets} WHERE trace_id IN "
-                             "(SELECT trace_id FROM trace_tags UNION "
-                             "SELECT trace_id FROM trace_metadata)")
-    elif pg:
-        conn.exec_driver_sql(f"UPDATE traces SET {sets} WHERE trace_id = ANY(%s)",
-                             (list(trace_ids),))
-    else:
-        # The ids as one JSON array: any number of them, in one parameter.
-        conn.exec_driver_sql(f"UPDATE traces SET {sets} WHERE trace_id IN "
-                             "(SELECT value FROM json_each(?))", (json.dumps(list(trace_ids)),))

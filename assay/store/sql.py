@@ -31,6 +31,7 @@ from sqlalchemy.pool import StaticPool
 
 from assay._gc import paused as collector_paused
 from assay.errors import ConfigurationError, StoreError
+from assay.store import copies
 from assay.store import schema as s
 from assay.store._run_sql import SqlRuns
 from assay.store.base import MetricRow, RunPage, SpanRecord, TracePage
@@ -598,12 +599,15 @@ class SqlTraceStore:
             else:
                 self._insert_text(conn, rows.text, copy)
         self._run_many(conn, "traces", self._trace_upsert, _TRACE_COLUMNS, rows.traces, copy)
+        # An upsert may have moved a trace (its root span arrived): its
+        # assessments' copies of its experiment and timestamp follow.
+        copies.refresh_assessed_traces(conn, [r[0] for r in rows.traces])
         for table, kv_rows in ((s.trace_tags, rows.tags), (s.trace_metadata, rows.metadata)):
             if kv_rows:
                 self._run_many(conn, table.name, lambda t=table: self._kv_upsert(t),
                                ["trace_id", "key", "value"], kv_rows, copy)
         if rows.tags or rows.metadata:
-            s.refresh_pairs(conn, sorted({r[0] for r in chain(rows.tags, rows.metadata)}))
+            copies.refresh_pairs(conn, sorted({r[0] for r in chain(rows.tags, rows.metadata)}))
 
     # -- bulk loading ---------------------------------------------------------
     def bulk_load(self, records: Iterable[SpanRecord], *, chunk_spans: int = 200_000,
@@ -890,6 +894,10 @@ class SqlTraceStore:
         prior = s.assessments.c
         trace_ids = sorted({group[0] for group in first})
         with self._write() as conn:
+            assessed = copies.assessed_traces(conn, trace_ids)
+            for new in rows:
+                new["experiment"], new["trace_timestamp_ms"] = \
+                    assessed.get(new["trace_id"], (None, None))
             # The stored valid assessments of the batch's groups, found by trace
             # and marked in a few statements (one UPDATE per group would cost a
             # round trip each: seconds for an evaluation's thousands on PostgreSQL).
@@ -955,7 +963,7 @@ class SqlTraceStore:
             conn.execute(t.delete().where(t.c.trace_id == trace_id, t.c.key == key))
             if value is not None:
                 conn.execute(t.insert(), {"trace_id": trace_id, "key": key, "value": value})
-            s.refresh_pairs(conn, [trace_id])
+            copies.refresh_pairs(conn, [trace_id])
 
     # -- runs (SQL in assay.store._run_sql) ---------------------------------------
     def create_run(self, run_id: str, *, experiment: str, name: str | None,

@@ -890,6 +890,29 @@ def test_the_default_order_walks_the_timestamp_index_without_sorting(corpus, cor
     assert not any("TEMP B-TREE FOR ORDER BY" in line for line in plan), "\n".join(plan)
 
 
+@pytest.mark.parametrize("module_store_uri", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("filter_string", "order_by", "bound"), [
+    (None, None, "timestamp_ms<?"),
+    (None, ["timestamp_ms ASC"], "timestamp_ms>?"),
+    ("trace.status = 'OK'", None, "timestamp_ms<?"),
+])
+def test_a_later_page_starts_its_index_range_at_the_token(corpus, corpus_db, captured_sql,
+                                                          filter_string, order_by, bound):
+    """The page after a token reads the index from the token on, not from its
+    first entry (the 500th page would read 49,900 entries before its own)."""
+    first = assay.search_traces(filter_string, max_results=1, include_spans=False,
+                                order_by=order_by, return_type="list")
+    assert first.next_page_token is not None
+    captured_sql.clear()
+    assay.search_traces(filter_string, max_results=1, include_spans=False, order_by=order_by,
+                        page_token=first.next_page_token, return_type="list")
+    statement, parameters = next((s, p) for s, p in captured_sql
+                                 if re.search(r"\bFROM traces\b", s))
+    plan = query_plan(corpus_db, statement, parameters)
+    assert any(line.startswith("SEARCH ") and f"AND {bound})" in line for line in plan), \
+        "\n".join(plan)
+
+
 # -- SQLite: the walk in page order and the gathered page agree ----------------------------------
 
 @pytest.fixture
@@ -1016,9 +1039,13 @@ def test_an_interrupted_walk_is_followed_by_a_gathered_page_on_indexes(
     pages = [(s, p) for s, p in captured_sql if re.search(r"\bFROM traces\b", s)
              and not s.startswith("SELECT count(*)")]
     has_subquery = re.search(r"\b(span|tags?|metadata|feedback)\.", filter_string)
-    # The walk (probing each trace with EXISTS), then the page gathered with IN.
-    assert len(pages) == (2 if has_subquery else 1), captured_sql
-    if has_subquery:
+    # A lone feedback value: one range of its page index, no walk to interrupt.
+    valued = filter_string == "feedback.correct = true"
+    assert valued == ("FROM assessments AS valued" in pages[0][0]), pages[0][0]
+    # Otherwise the walk (probing each trace with EXISTS), then the page gathered
+    # with IN.
+    assert len(pages) == (2 if has_subquery and not valued else 1), captured_sql
+    if has_subquery and not valued:
         assert "traces.trace_id IN" not in pages[0][0]
         assert "traces.trace_id IN" in pages[1][0] or "NOT" in filter_string
     for statement, parameters in pages:

@@ -329,3 +329,55 @@ def test_a_version_5_store_gets_the_partial_numeric_attribute_index(backend, db_
     assert assay.count_traces("span.attributes.tokens = true") == 1
     assert assay.count_traces("span.attributes.tokens != true") == 0  # booleans only
     assert assay.count_traces("span.attributes.tokens = '500'") == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_version_6_store_gets_the_assessed_traces_copies_and_page_indexes(backend, db_uri,
+                                                                            request, capsys):
+    uri = db_uri if backend == "sqlite" else request.getfixturevalue("pg_uri")
+    assay.configure(store=uri, experiment="default")
+
+    @assay.trace
+    def answer(q: str) -> str:
+        return q
+
+    ids = []
+    for q in ("a", "b", "c"):
+        answer(q)
+        ids.append(assay.get_last_trace_id())
+    assert assay.flush(timeout_s=30)
+    for tid, good in zip(ids, (True, False, True), strict=True):
+        assay.log_feedback(tid, "correct", good)
+    assay.log_feedback("f" * 32, "correct", True)  # a trace not stored
+    assay.shutdown()
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:  # a version-6 store: no copies, no page indexes
+        for index in ("ix_assessments_num_page", "ix_assessments_str_page"):
+            conn.execute(text(f"DROP INDEX {index}"))
+        for column in ("experiment", "trace_timestamp_ms"):
+            conn.execute(text(f"ALTER TABLE assessments DROP COLUMN {column}"))
+        conn.execute(text("UPDATE assay_schema SET version = 6"))
+    with pytest.raises(assay.StoreError, match="assay db upgrade"):
+        assay.configure(store=uri)
+    assert main(["db", "upgrade", "--store", uri]) == 0
+    assert f"from schema version 6 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    with engine.connect() as conn:
+        copied = dict(conn.execute(text(
+            "SELECT a.trace_id, a.experiment = t.experiment "
+            "AND a.trace_timestamp_ms = t.timestamp_ms FROM assessments a "
+            "LEFT JOIN traces t ON t.trace_id = a.trace_id")).all())
+        unstored = conn.execute(text(
+            "SELECT experiment, trace_timestamp_ms FROM assessments "
+            "WHERE trace_id = :t"), {"t": "f" * 32}).one()
+        indexes = {row[0] for row in conn.execute(text(
+            "SELECT name FROM sqlite_master WHERE type = 'index'" if backend == "sqlite"
+            else "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"))}
+    engine.dispose()
+    assert copied == {ids[0]: True, ids[1]: True, ids[2]: True, "f" * 32: None}
+    assert tuple(unstored) == (None, None)
+    assert {"ix_assessments_num_page", "ix_assessments_str_page"} <= indexes
+    assay.configure(store=uri, experiment="default")
+    assert [t.trace_id for t in assay.search_traces("feedback.correct = true",
+                                                     return_type="list")] == [ids[2], ids[0]]

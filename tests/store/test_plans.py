@@ -201,3 +201,106 @@ def test_the_span_count_reads_no_trace_row_on_sqlite(db_path):
     assert len(bounds) == 2, text
     assert not [line for line in plan if line.startswith("SCAN")
                 and line != "SCAN CONSTANT ROW"], text
+
+
+# -- a feedback value's page: one range of a page index -------------------------------------------
+
+def _assessed_store(uri: str) -> Any:
+    """40 traces in experiments 'one' and 'two' (some sharing a timestamp), with
+    feedback from two sources (some of it overridden by a newer value), string
+    expectations, numbers, and feedback on a trace that is not stored."""
+    from assay.store import SpanRecord, open_store
+    from assay.tracing.models import Assessment
+
+    store = open_store(uri)
+    records = []
+    for t in range(40):
+        start = 10**18 + (t // 3) * 10**9  # threes share a timestamp
+        records.append(SpanRecord(
+            trace_id=f"{t + 1:032x}", span_id=f"{t + 1:016x}", parent_id=None, name="r",
+            span_type="CHAIN", status="OK", status_message=None, start_time_ns=start,
+            end_time_ns=start + 10**6, inputs_json=None, outputs_json=None, attributes={},
+            events=[], experiment="one" if t % 5 else "two", root_rank=2, trace_name="r",
+            trace_tags={}, trace_metadata={}))
+    store.write_spans(records)
+    made = 0
+
+    def fb(t: int, name: str, value: Any, source: str = "HUMAN",
+           kind: str = "feedback") -> Assessment:
+        nonlocal made
+        made += 1
+        return Assessment(assessment_id=f"{made:032x}", trace_id=f"{t + 1:032x}", name=name,
+                          kind=kind, value=value, source_type=source, created_time_ms=made)
+
+    batch = [fb(t, "correct", t % 2 == 0) for t in range(40)]
+    batch += [fb(t, "correct", t % 4 == 0, "LLM_JUDGE") for t in range(0, 40, 3)]
+    batch += [fb(t, "correct", t % 2 == 1) for t in range(0, 40, 7)]  # overrides
+    batch += [fb(t, "answer", "paris" if t % 3 else "rome", kind="expectation")
+              for t in range(40)]
+    batch += [fb(t, "score", t % 4) for t in range(40)]
+    batch += [fb(99, "correct", True)]  # no such trace
+    store.log_assessments(batch)
+    return store
+
+
+VALUED = ["feedback.correct = true", "feedback.correct = false", "feedback.score = 2",
+          "expectation.answer = 'rome'", "feedback.correct = 'true'", "feedback.nothing = 1"]
+
+
+@pytest.mark.parametrize("filter_string", VALUED)
+def test_a_feedback_value_page_agrees_with_the_general_search(store_uri, filter_string):
+    """Page by page, in both directions, the plan that reads the page index gives
+    the traces the general plan does (the same filter AND-ed with a trace
+    predicate, which that plan cannot take)."""
+    store = _assessed_store(store_uri)
+    try:
+        for experiment in ("one", "two"):
+            for order_by in (None, ["timestamp_ms ASC"]):
+                plan = store._plan(experiment, filter_string, order_by, 3, False)
+                assert "ix_assessments" not in plan.gather.text  # no index hint...
+                assert "FROM assessments AS valued" in plan.gather.text  # ...its own plan
+                general = store.search(
+                    experiment=experiment, max_results=1000, include_spans=False,
+                    filter_string=f"{filter_string} AND trace.timestamp_ms >= 0",
+                    order_by=order_by).traces
+                expected = [t.info.trace_id for t in general]
+                for size in (1, 3, 7, 100):
+                    seen: list[str] = []
+                    token = None
+                    while True:
+                        found = store.search(experiment=experiment, max_results=size,
+                                             include_spans=False, filter_string=filter_string,
+                                             order_by=order_by, page_token=token)
+                        seen += [t.info.trace_id for t in found.traces]
+                        assert all(len(t.info.assessments) > 0 for t in found.traces)
+                        token = found.next_page_token
+                        if token is None:
+                            break
+                    assert seen == expected, (experiment, order_by, size)
+    finally:
+        store.close()
+
+
+def test_a_feedback_value_page_reads_one_range_of_a_page_index_on_sqlite(db_path):
+    import sqlite3
+
+    _assessed_store(f"sqlite:///{db_path}").close()
+    for filter_string, index, value in (
+            ("feedback.correct = true", "ix_assessments_num_page",
+             "value_kind=? AND num_value=?"),
+            ("expectation.answer = 'rome'", "ix_assessments_str_page", "str_value=?")):
+        for after in (False, True):
+            sql = plans.build_plan(sqlite.dialect(), True, "one", filter_string, None, 3, after)
+            params = sql.gather.params([10**12, "f" * 32] if after else None)
+            with closing(sqlite3.connect(db_path)) as conn:
+                plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.gather.text}",
+                                                       params)]
+            text = "\n".join(plan)
+            # A later page starts its range at the token.
+            after_token = " AND trace_timestamp_ms<?" if after else ""
+            assert f"SEARCH valued USING INDEX {index} (kind=? AND name=? AND {value} " \
+                   f"AND experiment=?{after_token})" in plan, text
+            assert any(line.startswith("SEARCH traces USING INDEX sqlite_autoindex_traces_1 "
+                                       "(trace_id=?)") for line in plan), text
+            assert not [line for line in plan if line.startswith("SCAN")
+                        and "hits" not in line], text
