@@ -19,8 +19,9 @@ query that needs it, since every index costs every write. Version history:
     6  the span attributes' numeric index holds numbers and booleans only (a
        partial index: two thirds of the rows, built in two thirds of the time)
     7  assessments.experiment/trace_timestamp_ms, copies of the assessed trace's
-       (``copies``), ending two new (kind, name, value) indexes: a page of the
-       traces with a feedback value is one ordered index range
+       (``copies``), ending two new (kind, name, value) indexes of the valid
+       assessments: a page of the traces with a feedback value is one ordered
+       index range, and their count one index range
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -159,12 +160,18 @@ assessments = Table(
     # A value's traces (a filter's subquery; a walk's probe of one trace)...
     Index(None, "kind", "name", "value_kind", "num_value", "trace_id"),
     Index(None, "kind", "name", "str_value", "trace_id"),
-    # ...and the same in an experiment in page order (the newest 100 traces
-    # with a value, read from the start of a range).
+    # ...and the valid ones in an experiment in page order (the newest 100
+    # traces with a value, read from the start of a range; their count, from
+    # the index alone).
+    # (overridden_by, NULL in every entry, lets SQLite read no row for it.)
     Index("ix_assessments_num_page", "kind", "name", "value_kind", "num_value", "experiment",
-          "trace_timestamp_ms", "trace_id"),
+          "trace_timestamp_ms", "trace_id", "overridden_by",
+          sqlite_where=text("overridden_by IS NULL"),
+          postgresql_where=text("overridden_by IS NULL")),
     Index("ix_assessments_str_page", "kind", "name", "str_value", "experiment",
-          "trace_timestamp_ms", "trace_id"),
+          "trace_timestamp_ms", "trace_id", "overridden_by",
+          sqlite_where=text("overridden_by IS NULL"),
+          postgresql_where=text("overridden_by IS NULL")),
 )
 
 #: Full-text index of span inputs and outputs (SQLite: an FTS5 table with the

@@ -264,6 +264,8 @@ def test_a_feedback_value_page_agrees_with_the_general_search(store_uri, filter_
                     filter_string=f"{filter_string} AND trace.timestamp_ms >= 0",
                     order_by=order_by).traces
                 expected = [t.info.trace_id for t in general]
+                assert store.count(experiment=experiment, filter_string=filter_string) \
+                    == len(expected)
                 for size in (1, 3, 7, 100):
                     seen: list[str] = []
                     token = None
@@ -277,6 +279,10 @@ def test_a_feedback_value_page_agrees_with_the_general_search(store_uri, filter_
                         if token is None:
                             break
                     assert seen == expected, (experiment, order_by, size)
+        everywhere = store.search(experiment=None, max_results=1000, include_spans=False,
+                                  filter_string=f"{filter_string} AND trace.timestamp_ms >= 0")
+        assert store.count(experiment=None, filter_string=filter_string) \
+            == len(everywhere.traces)
     finally:
         store.close()
 
@@ -298,9 +304,18 @@ def test_a_feedback_value_page_reads_one_range_of_a_page_index_on_sqlite(db_path
             text = "\n".join(plan)
             # A later page starts its range at the token.
             after_token = " AND trace_timestamp_ms<?" if after else ""
-            assert f"SEARCH valued USING INDEX {index} (kind=? AND name=? AND {value} " \
-                   f"AND experiment=?{after_token})" in plan, text
+            # The index alone: no assessment row is read.
+            assert f"SEARCH valued USING COVERING INDEX {index} (kind=? AND name=? " \
+                   f"AND {value} AND experiment=?{after_token})" in plan, text
             assert any(line.startswith("SEARCH traces USING INDEX sqlite_autoindex_traces_1 "
                                        "(trace_id=?)") for line in plan), text
             assert not [line for line in plan if line.startswith("SCAN")
                         and "hits" not in line], text
+        # The count: the same range, the index alone.
+        sql = plans.build_count(sqlite.dialect(), True, "one", filter_string)
+        with closing(sqlite3.connect(db_path)) as conn:
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.text}",
+                                                   sql.params())]
+        assert f"SEARCH valued USING COVERING INDEX {index} " \
+               f"(kind=? AND name=? AND {value} AND experiment=?)" in plan, plan
+        assert not [line for line in plan if line.startswith("SCAN")], plan
