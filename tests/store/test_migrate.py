@@ -216,6 +216,14 @@ def test_a_version_3_store_on_postgresql_gains_the_run_tables(pg_uri, capsys):
     assert run_api.get_run(run.run_id).params == {"p": "v"}  # type: ignore[union-attr]
 
 
+def _refused_then_upgraded(uri: str, version: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """The store at ``uri`` (schema ``version``) is refused, then upgraded by the CLI."""
+    with pytest.raises(assay.StoreError, match="assay db upgrade"):
+        assay.configure(store=uri)
+    assert main(["db", "upgrade", "--store", uri]) == 0
+    assert f"from schema version {version} to {SCHEMA_VERSION}" in capsys.readouterr().out
+
+
 def _tagged_store(uri: str) -> list[str]:
     """Three traces with tags and metadata (one with neither); their ids."""
     assay.configure(store=uri, experiment="default")
@@ -267,10 +275,7 @@ def test_a_version_4_store_gains_the_pairs_on_its_trace_rows(backend, db_uri, re
                 conn.execute(text(f"DROP TABLE {table}_v4"))
         conn.execute(text("UPDATE assay_schema SET version = 4"))
     engine.dispose()
-    with pytest.raises(assay.StoreError, match="assay db upgrade"):
-        assay.configure(store=uri)
-    assert main(["db", "upgrade", "--store", uri]) == 0
-    assert f"from schema version 4 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    _refused_then_upgraded(uri, 4, capsys)
     assert _pairs_read(uri) == _expected_pairs(ids)
     if backend == "sqlite":
         with closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as con:
@@ -312,10 +317,7 @@ def test_a_version_5_store_gets_the_partial_numeric_attribute_index(backend, db_
         conn.execute(text(f"CREATE INDEX {name} ON span_attributes "
                           "(key, value_kind, num_value, trace_id)"))
         conn.execute(text("UPDATE assay_schema SET version = 5"))
-    with pytest.raises(assay.StoreError, match="assay db upgrade"):
-        assay.configure(store=uri)
-    assert main(["db", "upgrade", "--store", uri]) == 0
-    assert f"from schema version 5 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    _refused_then_upgraded(uri, 5, capsys)
     with engine.connect() as conn:
         ddl = conn.execute(text(
             "SELECT sql FROM sqlite_master WHERE name = :n" if backend == "sqlite"
@@ -359,10 +361,7 @@ def test_a_version_6_store_gets_the_assessed_traces_copies_and_page_indexes(back
         for column in ("experiment", "trace_timestamp_ms"):
             conn.execute(text(f"ALTER TABLE assessments DROP COLUMN {column}"))
         conn.execute(text("UPDATE assay_schema SET version = 6"))
-    with pytest.raises(assay.StoreError, match="assay db upgrade"):
-        assay.configure(store=uri)
-    assert main(["db", "upgrade", "--store", uri]) == 0
-    assert f"from schema version 6 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    _refused_then_upgraded(uri, 6, capsys)
     with engine.connect() as conn:
         copied = dict(conn.execute(text(
             "SELECT a.trace_id, a.experiment = t.experiment "
