@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -176,29 +178,51 @@ def _trigram_index(uri: str) -> bool:
         engine.dispose()
 
 
-def test_dropping_one_stores_schema_leaves_the_others_trigram_index(pg_uri):
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A database of this test's own on the test server: what it does to the
+    database's extensions touches no other test's (or anyone's) stores."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    from tests.conftest import PG_URL
+
+    name = f"assay_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(PG_URL)._replace(path=f"/{name}").geturl()
+    finally:
+        assay.shutdown()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_dropping_one_stores_schema_leaves_the_others_trigram_index(own_database):
     """pg_trgm is one per database: it must not live in a store's own schema, where
     dropping that schema (CASCADE) would drop every other store's trigram index."""
     import psycopg
 
     from assay.store import open_store
-    from tests.conftest import PG_URL, _drop_pg_schema, _pg_schema
 
-    with psycopg.connect(PG_URL, autocommit=True) as conn:  # as on a database without it
+    with psycopg.connect(own_database, autocommit=True) as conn:  # as on a new database
         conn.execute("DROP EXTENSION IF EXISTS pg_trgm CASCADE")
-    first_schema = _pg_schema()
-    first = pg_uri.replace(pg_uri.split("%3D")[-1], first_schema)
-    for uri in (first, pg_uri):
+        for schema in ("first", "second"):
+            conn.execute(f"CREATE SCHEMA {schema}")
+    first, second = (f"{own_database}?options=-csearch_path%3D{schema}"
+                     for schema in ("first", "second"))
+    for uri in (first, second):
         store = open_store(uri)
         store.open()
         store.close()
-    assert _trigram_index(first) and _trigram_index(pg_uri)
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
+    assert _trigram_index(first) and _trigram_index(second)
+    with psycopg.connect(own_database, autocommit=True) as conn:
         assert conn.execute("SELECT extnamespace::regnamespace::text FROM pg_extension "
                             "WHERE extname = 'pg_trgm'").fetchone() == ("public",)
-    _drop_pg_schema(first_schema)
-    assert _trigram_index(pg_uri)
-    assay.configure(store=pg_uri, experiment="t")
+        conn.execute("DROP SCHEMA first CASCADE")
+    assert _trigram_index(second)
+    assay.configure(store=second, experiment="t")
     assert assay.search_traces("trace.text LIKE '%refund%'", return_type="list") == []
 
 
