@@ -633,7 +633,8 @@ class SqlTraceStore:
         Returns the number of span records passed in.
 
         Raises:
-            StoreError: the database stayed locked or could not be written.
+            StoreError: the database stayed locked, could not be written, or
+                refused a row (the chunks before it are stored).
             TypeError: a record is not a :class:`SpanRecord` (the records before
                 it are stored).
             ValueError: ``chunk_spans`` or ``cache_mb`` is below 1.
@@ -662,7 +663,9 @@ class SqlTraceStore:
                 finally:
                     # Also when the records' source fails: the store is left whole.
                     self._finish_load(conn, load, sqlite_db)
-        except OperationalError as exc:
+        except DBAPIError as exc:
+            # Locked, unwritable, a row the schema refuses, the closing VACUUM:
+            # each says what the database said, after how much was stored.
             raise StoreError(f"bulk load into the trace store {self.uri} failed after "
                              f"{load.total} span(s): {exc.orig}") from exc
         return load.total

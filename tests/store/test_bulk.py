@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import sqlite3
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event
 
+from assay.errors import StoreError
 from assay.store import SpanRecord, TraceStore, open_store
 from assay.store.schema import span_attributes, spans, trace_metadata, trace_tags, traces
 
@@ -319,3 +321,20 @@ def test_a_postgresql_load_leaves_its_rows_visible_to_index_only_reads(pg_uri):
             assert rows > 0, table  # analyzed
         assert conn.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
     store.close()
+
+
+def test_a_row_the_database_refuses_is_a_store_error_and_the_chunks_before_stay(store_uri):
+    """A span without a name (the schema's NOT NULL): the load stops with a
+    StoreError saying how much was stored, and the chunks before it are kept."""
+    records: list[Any] = corpus(30)
+    bad = records[100]
+    records[100] = dataclasses.replace(bad, name=None)
+    store = open_store(store_uri)
+    try:
+        with pytest.raises(StoreError, match=r"bulk load into the trace store .* failed "
+                                             r"after 80 span\(s\): .*name"):
+            store.bulk_load(records, chunk_spans=40, defer_indexes=True)
+        assert store.count_spans() == 80  # two chunks
+        assert store.search(experiment="bulk", max_results=5).traces  # and searchable
+    finally:
+        store.close()
