@@ -6,8 +6,10 @@ cycle. The collector does not know that: every 700 new objects it looks through
 the young ones, every tenth time through the older ones, and now and then
 through everything the process holds. In a process holding a million other
 objects, a page of 5,000 traces with their spans took 0.85 to 1.35 s with the
-collector running and 0.44 to 0.48 s with it paused; 20,000 traces without
-spans, 0.37 to 0.40 s against 0.20 to 0.21 s.
+collector running, 0.60 to 0.63 s with it paused while the page is built (it
+looks through what the page made once, afterwards) and 0.44 to 0.48 s with it
+off throughout; 20,000 traces without spans, 0.37 to 0.40 s running and 0.28 s
+(median) paused.
 
 Pausing it frees nothing later than it would have been: objects without
 cycles go as soon as their last reference does, whether the collector runs or

@@ -136,8 +136,8 @@ def _assessment_page(a: Any, valued: Any, experiment: str, descending: bool,
 
     Walking the traces newest first and probing each for the value read every
     trace without it on the way: about 3,300 for a page of a value that one
-    trace in 30 has, at 100,000 traces on SQLite (6.6 ms a page; on PostgreSQL,
-    which gathers every match and sorts them, 24 ms).
+    trace in 30 has, at 100,000 traces on SQLite (6.8 ms a page, now 3.3 ms; on
+    PostgreSQL, which gathered every match and sorted them, 23.9 ms, now 7.9 ms).
     """
     keys = [ordering.SortKey("timestamp_ms", a.c.trace_timestamp_ms, descending),
             ordering.SortKey("trace_id", a.c.trace_id, descending)]
