@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,6 +97,16 @@ def store_uri(request: pytest.FixtureRequest, db_uri: str) -> str:
         return db_uri
     uri: str = request.getfixturevalue("pg_uri")
     return uri
+
+
+@pytest.fixture
+def store(store_uri: str) -> Iterator[Any]:
+    """An open trace store on each backend in turn (closed after the test)."""
+    from assay.store import open_store
+
+    opened = open_store(store_uri)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

@@ -7,24 +7,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from assay.store import SpanRecord, TraceStore, copies, open_store
+from assay.store import SpanRecord, TraceStore, copies
 from assay.store import schema as s
 from assay.tracing.models import Assessment
 
 T0_NS = 1_700_000_000_000_000_000
-
-
-@pytest.fixture
-def store(store_uri: str) -> Iterator[TraceStore]:
-    st = open_store(store_uri)
-    yield st
-    st.close()
 
 
 def span(trace_id: str, span_id: str, *, start_ms: int, root: bool,

@@ -6,22 +6,14 @@ from __future__ import annotations
 import copy
 import math
 import pickle
-from collections.abc import Iterator
 
 import pytest
 
-from assay.store import SpanRecord, TraceStore, open_store
+from assay.store import SpanRecord, TraceStore
 from assay.tracing.models import Assessment, Span, SpanEvent, Trace, TraceInfo
 
 TID = "ab" * 16
 TS_NS = 1_700_000_000_000 * 1_000_000
-
-
-@pytest.fixture
-def store(store_uri: str) -> Iterator[TraceStore]:
-    st = open_store(store_uri)
-    yield st
-    st.close()
 
 
 def _record(span_id: str, parent_id: str | None, start_ns: int, **kw) -> SpanRecord:
