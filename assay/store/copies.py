@@ -85,4 +85,6 @@ def assessed_traces(conn: Connection, trace_ids: Sequence[str]) -> dict[str, tup
         # Before any row lock of this transaction, so that no writer can hold the
         # table while waiting for a row this transaction holds.
         conn.exec_driver_sql("LOCK TABLE traces IN SHARE ROW EXCLUSIVE MODE")
-    return {tid: (exp, ts) for tid, exp, ts in conn.exec_driver_sql(sql + " FOR SHARE", params)}
+    # Locked in key order, as writers lock them (no deadlock between the two).
+    return {tid: (exp, ts) for tid, exp, ts in conn.exec_driver_sql(
+        sql + " ORDER BY trace_id FOR SHARE", params)}

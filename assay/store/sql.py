@@ -3,12 +3,15 @@
 SQLite is the embedded default: WAL journal, a busy timeout, and write
 transactions opened with ``BEGIN IMMEDIATE`` so that several processes can
 write one file without "database is locked" reaching anyone; a write that still
-finds the file locked is retried with backoff.
+finds the file locked is retried with backoff. On PostgreSQL a write that the
+server aborted to break a deadlock with another process's is retried the same
+way (writers lock the rows of traces in trace id order, which avoids most).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -163,8 +166,26 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-def _is_locked(exc: OperationalError) -> bool:
-    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+#: PostgreSQL's errors that say "run the transaction again": a deadlock the
+#: server broke by aborting this one, a serialization failure, a lock not granted.
+_PG_RETRY_STATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def _lock_keys(trace_ids: Sequence[str]) -> list[int]:
+    """PostgreSQL advisory lock keys for these traces, ascending: the first 8
+    bytes of a digest of each id, as a signed 64-bit number."""
+    return sorted({int.from_bytes(hashlib.blake2b(f"assay:{tid}".encode(), digest_size=8)
+                                  .digest(), "big", signed=True) for tid in trace_ids})
+
+
+def _is_transient(exc: OperationalError) -> bool:
+    """Whether a write failed only because of other writers, and may succeed if
+    run again: SQLite's database locked or busy, PostgreSQL's deadlock (writers
+    of the same traces from several processes) or serialization failure."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in _PG_RETRY_STATES
+    text = str(exc.orig if exc.orig is not None else exc).lower()
     return "locked" in text or "busy" in text
 
 
@@ -457,21 +478,32 @@ class SqlTraceStore:
         """
         if not records:
             return
+        self._retried(lambda conn: self._write_batch(conn, records))
+        if self._until_check <= 0:
+            self._refresh_statistics()
+
+    def _retried(self, write: Callable[[Connection], None]) -> None:
+        """``write`` in a write transaction, run again (after a growing, jittered
+        pause) while it fails only because of other writers (:func:`_is_transient`).
+
+        Raises:
+            StoreError: it failed otherwise, or still failed after a minute.
+        """
         deadline = time.monotonic() + _WRITE_RETRY_S
         delay = 0.01
         while True:
             try:
                 with self._write() as conn:
-                    self._write_batch(conn, records)
-                break
+                    write(conn)
+                return
             except OperationalError as exc:
-                if not _is_locked(exc) or time.monotonic() > deadline:
+                if not _is_transient(exc) or time.monotonic() > deadline:
                     raise StoreError(f"cannot write to the trace store {self.uri}: "
                                      f"{exc.orig}") from exc
+                log.debug("assay: a write to %s met other writers (%s); retrying",
+                          self.uri, str(exc.orig).splitlines()[0])
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
-        if self._until_check <= 0:
-            self._refresh_statistics()
 
     def _refresh_statistics(self) -> None:
         """Statistics for SQLite's planner as the store grows: refreshed when the
@@ -566,12 +598,15 @@ class SqlTraceStore:
             for r in sorted(records, key=lambda r: r.end_time_ns):
                 for k, v in getattr(r, attr).items():
                     pairs[(r.trace_id, k)] = v
-            kv.append([(t, k, v) for (t, k), v in pairs.items()])
+            kv.append([(t, k, v) for (t, k), v in sorted(pairs.items())])
         text = [(_span_key(r.span_id), r.trace_id, _text(r.inputs_json, r.outputs_json))
                 for r in records
                 if r.inputs_json is not None or r.outputs_json is not None] if pg else []
-        return _Rows(spans, attrs, [self._trace_row(r) for r in best.values()], kv[0], kv[1],
-                     text)
+        # Rows keyed by trace go in key order: writers of the same traces in
+        # several processes then lock them in one order and cannot deadlock
+        # (PostgreSQL; SQLite's writers take turns).
+        return _Rows(spans, attrs, [self._trace_row(best[tid]) for tid in sorted(best)],
+                     kv[0], kv[1], text)
 
     def _write_rows(self, conn: Connection, rows: _Rows, copy: bool = False) -> None:
         first_new_rowid = None
@@ -868,7 +903,12 @@ class SqlTraceStore:
     def log_assessments(self, assessments: Sequence[Assessment]) -> None:
         """Store assessments in one transaction, in order: each overrides the valid
         one of the same trace, kind, name and source (type and id), whether
-        stored before or earlier in ``assessments``."""
+        stored before or earlier in ``assessments``, or logged at the same moment
+        by another process (the later of two to commit overrides the other's).
+
+        Raises:
+            StoreError: the database stayed locked or unwritable for a minute.
+        """
         if not assessments:
             return
         rows: list[dict[str, Any]] = []
@@ -894,34 +934,46 @@ class SqlTraceStore:
                 before["overridden_by"] = a.assessment_id
             last[group] = row
             rows.append(row)
-        prior = s.assessments.c
         trace_ids = sorted({group[0] for group in first})
-        with self._write() as conn:
-            assessed = copies.assessed_traces(conn, trace_ids)
-            for new in rows:
-                new["experiment"], new["trace_timestamp_ms"] = \
-                    assessed.get(new["trace_id"], (None, None))
-            # The stored valid assessments of the batch's groups, found by trace
-            # and marked in a few statements (one UPDATE per group would cost a
-            # round trip each: seconds for an evaluation's thousands on PostgreSQL).
-            overrides: dict[str, str] = {}
-            for i in range(0, len(trace_ids), 500):
-                for aid, *stored in conn.execute(
-                        select(prior.assessment_id, prior.trace_id, prior.kind, prior.name,
-                               prior.source_type, prior.source_id)
-                        .where(prior.trace_id.in_(trace_ids[i:i + 500]),
-                               prior.overridden_by.is_(None))):
-                    newer = first.get(tuple(stored))
-                    if newer is not None:
-                        overrides[aid] = newer["assessment_id"]
-            marked = list(overrides.items())
-            for i in range(0, len(marked), 500):
-                chunk = dict(marked[i:i + 500])
-                conn.execute(s.assessments.update()
-                             .where(prior.assessment_id.in_(list(chunk)),
-                                    prior.overridden_by.is_(None))
-                             .values(overridden_by=case(chunk, value=prior.assessment_id)))
-            conn.execute(s.assessments.insert(), rows)
+        self._retried(lambda conn: self._log_assessment_rows(conn, rows, first, trace_ids))
+
+    @staticmethod
+    def _log_assessment_rows(conn: Connection, rows: list[dict[str, Any]],
+                             first: dict[tuple[Any, ...], dict[str, Any]],
+                             trace_ids: list[str]) -> None:
+        prior = s.assessments.c
+        if conn.dialect.name == "postgresql":
+            # Loggers in other processes assessing these traces wait for this one
+            # to commit, then see what it logged: without it, two loggers of the
+            # same feedback would each find the same older one valid and both
+            # leave theirs valid. Keys in one order: they cannot deadlock.
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) k",
+                                 (_lock_keys(trace_ids),))
+        assessed = copies.assessed_traces(conn, trace_ids)
+        for new in rows:
+            new["experiment"], new["trace_timestamp_ms"] = \
+                assessed.get(new["trace_id"], (None, None))
+        # The stored valid assessments of the batch's groups, found by trace
+        # and marked in a few statements (one UPDATE per group would cost a
+        # round trip each: seconds for an evaluation's thousands on PostgreSQL).
+        overrides: dict[str, str] = {}
+        for i in range(0, len(trace_ids), 500):
+            for aid, *stored in conn.execute(
+                    select(prior.assessment_id, prior.trace_id, prior.kind, prior.name,
+                           prior.source_type, prior.source_id)
+                    .where(prior.trace_id.in_(trace_ids[i:i + 500]),
+                           prior.overridden_by.is_(None))):
+                newer = first.get(tuple(stored))
+                if newer is not None:
+                    overrides[aid] = newer["assessment_id"]
+        marked = list(overrides.items())
+        for i in range(0, len(marked), 500):
+            chunk = dict(marked[i:i + 500])
+            conn.execute(s.assessments.update()
+                         .where(prior.assessment_id.in_(list(chunk)),
+                                prior.overridden_by.is_(None))
+                         .values(overridden_by=case(chunk, value=prior.assessment_id)))
+        conn.execute(s.assessments.insert(), rows)
 
     def delete_traces(self, *, experiment: str | None, filter_string: str | None,
                       before_ms: int | None) -> int:

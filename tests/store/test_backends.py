@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 import assay
 from assay.exporters import stats
+from assay.store import schema as s
 
 
 @assay.trace(span_type="TOOL", attributes={"model": "gpt-4o", "tokens": 1500, "ok": True})
@@ -247,3 +252,91 @@ def test_a_missing_trigram_index_is_built_again_on_the_next_open(pg_uri, caplog)
         again.close()
     assert "trigram index" in caplog.text and "building it again" in caplog.text
     assert _trigram_index(pg_uri)
+
+
+def _racing(uri: str, workers: int, work: Callable[[Any, int], None]) -> list[BaseException]:
+    """Run ``work(store, k)`` for k in range(workers) at once, each on a store of
+    its own (as separate processes would: a store's own writes take turns); the
+    errors they raised."""
+    from assay.store import open_store
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(workers, timeout=60)
+
+    def run(k: int) -> None:
+        own = open_store(uri)
+        try:
+            own.open()
+            start.wait()
+            work(own, k)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    return errors
+
+
+def _retries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "met other writers" in r.getMessage()]
+
+
+def test_racing_loggers_of_one_name_and_source_leave_one_valid_assessment(store, caplog):
+    """Loggers of the same feedback on the same traces at the same moment, in
+    opposite orders: none fails, and each trace ends with one valid assessment,
+    every other one overridden by one of the same trace (on PostgreSQL each
+    logger waits for those logging on its traces, so it sees what they logged)."""
+    from tests.store.test_copies import feedback, span
+
+    tids = [f"{i:032x}" for i in range(1, 31)]
+    store.write_spans([span(t, "a" * 16, start_ms=i, root=True) for i, t in enumerate(tids)])
+    rounds = 8
+
+    def log(own: Any, k: int) -> None:
+        for _ in range(rounds):
+            own.log_assessments([feedback(t, k) for t in (tids if k % 2 else tids[::-1])])
+
+    caplog.set_level(logging.DEBUG, logger="assay")
+    assert _racing(store.uri, 4, log) == []
+    assert _retries(caplog) == []
+    a = s.assessments.c
+    with store._read() as conn:
+        rows = conn.execute(select(a.assessment_id, a.trace_id, a.overridden_by)).all()
+    assert len(rows) == 4 * rounds * len(tids)
+    trace_of = {aid: tid for aid, tid, _ in rows}
+    valid = Counter(tid for _, tid, by in rows if by is None)
+    assert valid == dict.fromkeys(tids, 1)
+    assert all(trace_of[by] == tid for _, tid, by in rows if by is not None)
+    # The overrides form one chain per trace: each assessment overridden once.
+    assert len({by for *_, by in rows if by is not None}) == len(rows) - len(tids)
+
+
+def test_racing_writers_of_the_same_traces_all_commit(store, caplog):
+    """Span batches of the same traces written at once from several threads, the
+    traces in opposite orders (as when two services export one trace): every
+    batch is stored, none fails on the other's locks."""
+    from tests.store.test_copies import span
+
+    tids = [f"{i:032x}" for i in range(1, 41)]
+    store.open()
+
+    def write(own: Any, k: int) -> None:
+        for r in range(6):
+            order = tids if k % 2 else tids[::-1]
+            batch = [span(t, f"{k:02x}{r:02x}{i:012x}", start_ms=i, root=False)
+                     for i, t in enumerate(order)]
+            for record in batch:
+                record.trace_tags = {"writer": str(k)}
+            own.write_spans(batch)
+
+    caplog.set_level(logging.DEBUG, logger="assay")
+    assert _racing(store.uri, 4, write) == []
+    assert _retries(caplog) == []  # the traces are locked in one order: no deadlock
+    assert store.count_spans() == 4 * 6 * len(tids)
+    assert store.count(experiment=None) == len(tids)
