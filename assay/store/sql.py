@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, and_, case, create_engine, event, func, select
@@ -165,6 +165,8 @@ def _make_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
 def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
+
+_T = TypeVar("_T")
 
 #: PostgreSQL's errors that say "run the transaction again": a deadlock the
 #: server broke by aborting this one, a serialization failure, a lock not granted.
@@ -482,9 +484,10 @@ class SqlTraceStore:
         if self._until_check <= 0:
             self._refresh_statistics()
 
-    def _retried(self, write: Callable[[Connection], None]) -> None:
+    def _retried(self, write: Callable[[Connection], _T]) -> _T:
         """``write`` in a write transaction, run again (after a growing, jittered
-        pause) while it fails only because of other writers (:func:`_is_transient`).
+        pause) while it fails only because of other writers (:func:`_is_transient`);
+        what it returned.
 
         Raises:
             StoreError: it failed otherwise, or still failed after a minute.
@@ -494,8 +497,7 @@ class SqlTraceStore:
         while True:
             try:
                 with self._write() as conn:
-                    write(conn)
-                return
+                    return write(conn)
             except OperationalError as exc:
                 if not _is_transient(exc) or time.monotonic() > deadline:
                     raise StoreError(f"cannot write to the trace store {self.uri}: "
@@ -982,19 +984,25 @@ class SqlTraceStore:
         if before_ms is not None:
             cond = and_(cond, s.traces.c.timestamp_ms < before_ms)
         deleted = 0
-        while True:
-            with self._write() as conn:
-                ids = [r[0] for r in conn.execute(
-                    select(s.traces.c.trace_id).where(cond).limit(500))]
-                if not ids:
-                    return deleted
-                if self._fts:
-                    self._delete_text(conn, ids)
-                for table in (s.spans, s.span_attributes, s.trace_tags, s.trace_metadata,
-                              s.assessments):
-                    conn.execute(table.delete().where(table.c.trace_id.in_(ids)))
-                conn.execute(s.traces.delete().where(s.traces.c.trace_id.in_(ids)))
-                deleted += len(ids)
+        while n := self._retried(lambda conn: self._delete_some(conn, cond)):
+            deleted += n
+        return deleted
+
+    def _delete_some(self, conn: Connection, cond: Any) -> int:
+        """Delete up to 500 traces matching ``cond``; how many."""
+        # The trace rows first (in id order, as writers lock them; on PostgreSQL),
+        # so that a writer adding spans to one of them waits rather than deadlocks.
+        ids = [r[0] for r in conn.execute(
+            select(s.traces.c.trace_id).where(cond).order_by(s.traces.c.trace_id)
+            .limit(500).with_for_update())]
+        if ids:
+            if self._fts:
+                self._delete_text(conn, ids)
+            for table in (s.spans, s.span_attributes, s.trace_tags, s.trace_metadata,
+                          s.assessments):
+                conn.execute(table.delete().where(table.c.trace_id.in_(ids)))
+            conn.execute(s.traces.delete().where(s.traces.c.trace_id.in_(ids)))
+        return len(ids)
 
     @staticmethod
     def _delete_text(conn: Connection, ids: list[str]) -> None:
@@ -1014,11 +1022,17 @@ class SqlTraceStore:
     def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
         """Set (or with ``None`` remove) one tag of a stored trace."""
         t = s.trace_tags
-        with self._write() as conn:
+
+        def write(conn: Connection) -> None:
+            # The trace's row first, as writers of its spans lock it (PostgreSQL).
+            conn.execute(select(s.traces.c.trace_id).where(s.traces.c.trace_id == trace_id)
+                         .with_for_update())
             conn.execute(t.delete().where(t.c.trace_id == trace_id, t.c.key == key))
             if value is not None:
                 conn.execute(t.insert(), {"trace_id": trace_id, "key": key, "value": value})
             copies.refresh_pairs(conn, [trace_id])
+
+        self._retried(write)
 
     # -- runs (SQL in assay.store._run_sql) ---------------------------------------
     def create_run(self, run_id: str, *, experiment: str, name: str | None,

@@ -340,3 +340,35 @@ def test_racing_writers_of_the_same_traces_all_commit(store, caplog):
     assert _retries(caplog) == []  # the traces are locked in one order: no deadlock
     assert store.count_spans() == 4 * 6 * len(tids)
     assert store.count(experiment=None) == len(tids)
+
+
+def test_deleting_and_tagging_traces_while_their_spans_arrive(store, caplog):
+    """One process deletes the traces (and another sets a tag on them) while
+    others write spans and feedback to them: nobody fails or waits on a
+    deadlock, and what survives is whole (no span or assessment without its
+    trace's row being written after the delete)."""
+    from tests.store.test_copies import feedback, span
+
+    tids = [f"{i:032x}" for i in range(1, 31)]
+    store.write_spans([span(t, "a" * 16, start_ms=i, root=True) for i, t in enumerate(tids)])
+    caplog.set_level(logging.DEBUG, logger="assay")
+
+    def work(own: Any, k: int) -> None:
+        for r in range(5):
+            if k == 0:
+                own.delete_traces(experiment=None, filter_string=None, before_ms=None)
+            elif k == 1:
+                for t in tids[::-3]:
+                    own.set_tag(t, "round", str(r))
+            elif k == 2:
+                own.log_assessments([feedback(t, r) for t in tids[::-1]])
+            else:
+                own.write_spans([span(t, f"{r:04x}{i:012x}", start_ms=i, root=False)
+                                 for i, t in enumerate(tids)])
+
+    assert _racing(store.uri, 4, work) == []
+    assert _retries(caplog) == []
+    with store._read() as conn:
+        orphans = conn.execute(select(s.spans.c.trace_id).where(
+            s.spans.c.trace_id.not_in(select(s.traces.c.trace_id)))).all()
+    assert orphans == []
