@@ -314,7 +314,10 @@ QUERIES = [
     Query("tag_or", "OR of two tags", "tags.route = '/v1/refunds' OR tags.user = 'user-0042'",
           None, TARGET_QUERY_MS, "MLflow has no OR"),
     Query("text", "full text", f"trace.text LIKE '%{TEXT_WORD}%'",
-          f"trace.text LIKE '%{TEXT_WORD}%'", TARGET_TEXT_MS),
+          f"trace.text LIKE '%{TEXT_WORD}%'", TARGET_TEXT_MS,
+          "MLflow matches each span's whole JSON (its name and attributes too, such as "
+          "the tool issue_refund), assay the spans' inputs and outputs: more traces match "
+          "in MLflow"),
 ]
 
 
@@ -715,6 +718,11 @@ def _bench_mlflow(tmp: Path, sizes: Sizes, assay_uri: str) -> dict[str, Any]:
     import assay
     from assay.store import open_store
 
+    # For information: the same n traces MLflow holds, in an assay store of their own.
+    say(f"  loading the same {n:,} traces into a second assay SQLite store, for the "
+        "same-data comparison (information only)")
+    same = open_store(f"sqlite:///{tmp / 'same-data.db'}")
+    load_assay(same, n)
     astore = open_store(assay_uri)
     assay.configure(store=assay_uri, experiment=EXPERIMENT)
     items: list[Timed] = []
@@ -731,29 +739,36 @@ def _bench_mlflow(tmp: Path, sizes: Sizes, assay_uri: str) -> dict[str, Any]:
             experiment=EXPERIMENT, filter_string=q.assay, max_results=100, include_spans=False))
         paths["assay_api"] = (lambda q=q: assay.search_traces(
             q.assay, experiment=EXPERIMENT, max_results=100, return_type="list"))
+        paths["same_store"] = (lambda q=q: same.search(
+            experiment=EXPERIMENT, filter_string=q.assay, max_results=100, include_spans=False))
+        paths["same_spans"] = (lambda q=q: same.search(
+            experiment=EXPERIMENT, filter_string=q.assay, max_results=100, include_spans=True))
         for path, fn in paths.items():
             item = Timed(f"mlflow/{q.key}/{path}", fn)
             items.append(item)
             by[(q.key, path)] = item
-    say(f"  timing {len(items) // 4} MLflow-expressible queries x 2 (with and without spans) "
-        "in MLflow and again in assay, in the same rounds: 1 warm-up + "
-        f"{sizes.runs} runs each, interleaved")
+    say(f"  timing {len(items) // 6} MLflow-expressible queries x 2 (with and without spans) "
+        f"in MLflow, in assay and in assay on the same {n:,} traces, in the same rounds: "
+        f"1 warm-up + {sizes.runs} runs each, interleaved")
     gc.collect()
     try:
         run_interleaved(items, sizes.runs)
     finally:
         assay.shutdown()
         astore.close()
+        same.close()
     queries: dict[str, Any] = {}
     for q in QUERIES:
         if q.mlflow is None:
             continue
         row: dict[str, Any] = {"filter": q.mlflow}
-        for path in ("nospans", "api", "assay_store", "assay_api"):
+        for path in ("nospans", "api", "assay_store", "assay_api", "same_store", "same_spans"):
             item = by[(q.key, path)]
             row[path] = item.to_json()
             if path == "nospans" and item.result is not None:
                 row["returned"] = len(item.result)
+            if path == "same_store" and item.result is not None:
+                row["returned_same"] = len(item.result.traces)
         queries[q.key] = row
     return {"load": load, "queries": queries, "experiment_id": exp_id}
 
@@ -888,6 +903,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def print_same_data(ml: dict[str, Any], sizes: Sizes) -> None:
+    """For information (the targets use assay's figures on the 10x larger store):
+    assay and MLflow on the same traces, so that both return the same pages."""
+    rows = [(q, ml["queries"][q.key]) for q in QUERIES if q.key in ml["queries"]]
+    if not rows or "same_store" not in rows[0][1]:
+        return
+    say(f"\n  For information, the same {sizes.mlflow_traces:,} traces in both (assay: "
+        "store.search without and with spans, on a store holding only those traces)")
+    say(f"  {'query':<30} {'mlflow, no spans':>17} {'assay':>8} {'x':>6} "
+        f"{'mlflow, spans':>14} {'assay':>8} {'x':>6} {'returned':>9}")
+    for q, mrow in rows:
+        cells = []
+        for mpath, apath in (("nospans", "same_store"), ("api", "same_spans")):
+            m, a = mrow[mpath]["median_ms"], mrow[apath]["median_ms"]
+            x = "-" if m is None or not a else f"{m / a:.1f}"
+            cells.append(f"{fmt_ms(m):>{17 if mpath == 'nospans' else 14}} {fmt_ms(a):>8} "
+                         f"{x:>6}")
+        say(f"  {q.label:<30} {cells[0]} {cells[1]} "
+            f"{mrow.get('returned', '-')}/{mrow.get('returned_same', '-'):>5}")
+    say("  (returned: MLflow's page / assay's page)")
+
+
 def summarize(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
@@ -960,6 +997,7 @@ def summarize(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
     if ml is not None:
         say(f"  (*: the first call took {SLOW_MS / 1000:.0f} s or more, so that call is the only "
             "measurement; every other MLflow figure is a median like assay's)")
+        print_same_data(ml, sizes)
     if ml is None:
         target("speed-up vs MLflow", "skipped", f">= {TARGET_SPEEDUP:.0f}x", None)
 
