@@ -984,17 +984,24 @@ class SqlTraceStore:
         if before_ms is not None:
             cond = and_(cond, s.traces.c.timestamp_ms < before_ms)
         deleted = 0
-        while n := self._retried(lambda conn: self._delete_some(conn, cond)):
+        while True:
+            found, n = self._retried(lambda conn: self._delete_some(conn, cond))
+            if not found:
+                return deleted
             deleted += n
-        return deleted
 
-    def _delete_some(self, conn: Connection, cond: Any) -> int:
-        """Delete up to 500 traces matching ``cond``; how many."""
-        # The trace rows first (in id order, as writers lock them; on PostgreSQL),
-        # so that a writer adding spans to one of them waits rather than deadlocks.
-        ids = [r[0] for r in conn.execute(
-            select(s.traces.c.trace_id).where(cond).order_by(s.traces.c.trace_id)
-            .limit(500).with_for_update())]
+    def _delete_some(self, conn: Connection, cond: Any) -> tuple[int, int]:
+        """Delete up to 500 traces matching ``cond``: how many were found, and how
+        many of those deleted."""
+        trace_id = s.traces.c.trace_id
+        ids = found = [r[0] for r in conn.execute(select(trace_id).where(cond).limit(500))]
+        if ids and conn.dialect.name == "postgresql":
+            # Their rows locked first, in id order as writers lock them, so that
+            # a writer adding spans to one of them waits rather than deadlocks;
+            # one changed meanwhile so that it no longer matches is left alone.
+            ids = [r[0] for r in conn.execute(
+                select(trace_id).where(trace_id.in_(ids), cond).order_by(trace_id)
+                .with_for_update())]
         if ids:
             if self._fts:
                 self._delete_text(conn, ids)
@@ -1002,7 +1009,7 @@ class SqlTraceStore:
                           s.assessments):
                 conn.execute(table.delete().where(table.c.trace_id.in_(ids)))
             conn.execute(s.traces.delete().where(s.traces.c.trace_id.in_(ids)))
-        return len(ids)
+        return len(found), len(ids)
 
     @staticmethod
     def _delete_text(conn: Connection, ids: list[str]) -> None:
