@@ -503,7 +503,7 @@ class SqlTraceStore:
                     raise StoreError(f"cannot write to the trace store {self.uri}: "
                                      f"{exc.orig}") from exc
                 log.debug("assay: a write to %s met other writers (%s); retrying",
-                          self.uri, str(exc.orig).splitlines()[0])
+                          self.uri, " ".join(str(exc.orig).split())[:200])
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
 

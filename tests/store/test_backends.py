@@ -318,9 +318,10 @@ def test_racing_loggers_of_one_name_and_source_leave_one_valid_assessment(store,
 
 
 def test_racing_writers_of_the_same_traces_all_commit(store, caplog):
-    """Span batches of the same traces written at once from several threads, the
-    traces in opposite orders (as when two services export one trace): every
-    batch is stored, none fails on the other's locks."""
+    """Span batches of the same traces written at once through several stores (as
+    from several processes), the traces in opposite orders (as when two services
+    export one trace): every batch is stored, and none is aborted as a deadlock
+    and retried."""
     from tests.store.test_copies import span
 
     tids = [f"{i:032x}" for i in range(1, 41)]
@@ -343,10 +344,10 @@ def test_racing_writers_of_the_same_traces_all_commit(store, caplog):
 
 
 def test_deleting_and_tagging_traces_while_their_spans_arrive(store, caplog):
-    """One process deletes the traces (and another sets a tag on them) while
-    others write spans and feedback to them: nobody fails or waits on a
-    deadlock, and what survives is whole (no span or assessment without its
-    trace's row being written after the delete)."""
+    """One store deletes the traces, another sets a tag on them, while others
+    write spans and feedback to them: nobody fails or is aborted as a deadlock,
+    and no span is left without its trace's row (a span written after the
+    delete brings the row back)."""
     from tests.store.test_copies import feedback, span
 
     tids = [f"{i:032x}" for i in range(1, 31)]
