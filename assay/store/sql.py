@@ -285,8 +285,14 @@ class SqlTraceStore:
                     self._url, immediate=False, memory=False)
                 # Connect once outside any transaction: the dialect's first-connect
                 # work (and its imports) happen here, not under the fork guard.
-                with writer.connect():
-                    pass
+                try:
+                    with writer.connect():
+                        pass
+                except DBAPIError as exc:
+                    for engine in {writer, reader}:
+                        engine.dispose()
+                    raise StoreError(f"cannot open the trace store {self.uri}: "
+                                     f"{exc.orig}") from exc
                 self._engines = (writer, reader)
             if not self._ready:
                 try:
