@@ -126,8 +126,8 @@ ENV_VARS: tuple[_EnvVar, ...] = (
     _EnvVar("ASSAY_QUEUE_FULL_POLICY", "queue_full_policy", _parse_policy,
             "'block' (default): wait for the writer, up to 5 s, then drop; 'drop': drop at once."),
     _EnvVar("ASSAY_SPOOL", "spool", _parse_bool,
-            "true/false: keep what an OTLP collector cannot take in time in a disk spool and "
-            "send it later (default true)."),
+            "true/false: keep what an OTLP collector or a PostgreSQL store cannot take in "
+            "time in a disk spool and send it later (default true)."),
     _EnvVar("ASSAY_SPOOL_DIR", "spool_dir", _check_spool_dir,
             "Directory under which each destination gets its spool (default: the user's cache "
             "directory, e.g. ~/.cache/assay/spool)."),
@@ -260,10 +260,11 @@ def configure(
             queue-full policy applies.
         queue_full_policy: ``"block"`` waits for the writer (up to 5 s, then
             drops and counts); ``"drop"`` drops at once and counts.
-        spool: keep what an OTLP exporter cannot deliver in time (its collector
-            down or slow, its queue full) in a disk spool, and send it when the
-            collector answers again or from the next process that uses the same
-            spool (default ``True``). Exporters of other kinds have no spool.
+        spool: keep what an OTLP exporter, or a store on a PostgreSQL server,
+            cannot deliver in time (its collector or server down or slow, its
+            queue full) in a disk spool, and send it when the destination answers
+            again or from the next process that uses the same spool (default
+            ``True``). A SQLite store and exporters of other kinds have no spool.
         spool_dir: the directory under which each destination gets its spool,
             in a subdirectory named after a hash of its endpoint (default: the
             user's cache directory, ``$XDG_CACHE_HOME/assay/spool`` or
