@@ -136,6 +136,7 @@ def test_spans_traced_while_the_server_is_unreachable_are_written_when_it_answer
     assert _stored_traces(schema) == set(ids)
     trace = assay.get_trace(ids[-1])
     assert trace is not None and trace.spans[0].inputs == {"i": 40}
+    assert (trace.info.experiment, trace.info.name, trace.info.state) == ("relay", "step", "OK")
 
 
 def test_configure_names_a_server_it_cannot_reach(pg_uri: str, relay: Relay):
