@@ -173,11 +173,20 @@ _T = TypeVar("_T")
 _PG_RETRY_STATES = frozenset({"40P01", "40001", "55P03"})
 
 
+#: How many PostgreSQL advisory locks the traces are spread over for logging
+#: assessments. Every lock a transaction holds takes a slot in the server's shared
+#: lock table (64 per connection by default): a lock per trace would exhaust it
+#: for an evaluation that logs feedback on thousands of traces at once.
+_ASSESSMENT_LOCKS = 32
+_ASSESSMENT_LOCK_BASE = int.from_bytes(
+    hashlib.blake2b(b"assay.assessments", digest_size=6).digest(), "big") << 8
+
+
 def _lock_keys(trace_ids: Sequence[str]) -> list[int]:
-    """PostgreSQL advisory lock keys for these traces, ascending: the first 8
-    bytes of a digest of each id, as a signed 64-bit number."""
-    return sorted({int.from_bytes(hashlib.blake2b(f"assay:{tid}".encode(), digest_size=8)
-                                  .digest(), "big", signed=True) for tid in trace_ids})
+    """The PostgreSQL advisory lock keys that cover these traces, ascending: one
+    of ``_ASSESSMENT_LOCKS`` per trace, from a digest of its id."""
+    return sorted({_ASSESSMENT_LOCK_BASE + hashlib.blake2b(tid.encode(), digest_size=8)
+                   .digest()[0] % _ASSESSMENT_LOCKS for tid in trace_ids})
 
 
 def _is_transient(exc: OperationalError) -> bool:
@@ -951,10 +960,11 @@ class SqlTraceStore:
                              trace_ids: list[str]) -> None:
         prior = s.assessments.c
         if conn.dialect.name == "postgresql":
-            # Loggers in other processes assessing these traces wait for this one
-            # to commit, then see what it logged: without it, two loggers of the
-            # same feedback would each find the same older one valid and both
-            # leave theirs valid. Keys in one order: they cannot deadlock.
+            # Loggers in other processes assessing these traces (or others under
+            # the same locks) wait for this one to commit, then see what it
+            # logged: without it, two loggers of the same feedback would each find
+            # the same older one valid and both leave theirs valid. Keys in one
+            # order: they cannot deadlock.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) k",
                                  (_lock_keys(trace_ids),))
         assessed = copies.assessed_traces(conn, trace_ids)

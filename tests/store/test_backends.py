@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 import assay
 from assay.exporters import stats
@@ -373,3 +373,17 @@ def test_deleting_and_tagging_traces_while_their_spans_arrive(store, caplog):
         orphans = conn.execute(select(s.spans.c.trace_id).where(
             s.spans.c.trace_id.not_in(select(s.traces.c.trace_id)))).all()
     assert orphans == []
+
+
+def test_feedback_on_25_000_traces_in_one_call(store):
+    """An evaluation logs its feedback in one call: on PostgreSQL the loggers'
+    locks stay within the server's lock table however many traces it covers."""
+    from tests.store.test_copies import feedback
+
+    batch = [feedback(f"{i:032x}", i % 2 == 0) for i in range(1, 25_001)]
+    store.log_assessments(batch)
+    store.log_assessments([feedback(f"{i:032x}", True) for i in (1, 2, 3)])  # overrides
+    a = s.assessments.c
+    with store._read() as conn:
+        valid = conn.execute(select(func.count()).where(a.overridden_by.is_(None))).scalar()
+    assert valid == 25_000
