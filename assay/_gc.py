@@ -11,10 +11,11 @@ looks through what the page made once, afterwards) and 0.44 to 0.48 s with it
 off throughout; 20,000 traces without spans, 0.37 to 0.40 s running and 0.28 s
 (median) paused.
 
-Pausing it frees nothing later than it would have been: objects without
-cycles go as soon as their last reference does, whether the collector runs or
-not. Threads pausing at once share one pause, which ends with the last of
-them; a collector that was off at the start stays off.
+Objects without cycles go as soon as their last reference does, whether the
+collector runs or not; what the pause delays is the collection of cycles, the
+process's own included, until the page is built. Threads pausing at once share
+one pause, which ends with the last of them; a collector that was off at the
+start stays off.
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["SqlTraceStore"]
 
 log = logging.getLogger("assay")
+_T = TypeVar("_T")
 
 PREVIEW_CHARS = 1_000
 _SPAN_COLUMNS = ["trace_id", "span_id", "parent_id", "name", "span_type", "status",
@@ -165,8 +166,6 @@ def _make_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
 def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
-
-_T = TypeVar("_T")
 
 #: PostgreSQL's errors that say "run the transaction again": a deadlock the
 #: server broke by aborting this one, a serialization failure, a lock not granted.
