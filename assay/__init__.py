@@ -32,7 +32,14 @@ from assay.errors import (
 # and judges.
 from assay.evaluate.evaluation import evaluate
 from assay.evaluate.scorers import Feedback, Scorer, scorer
-from assay.store.feedback import AssessmentSource, log_expectation, log_feedback
+from assay.store.feedback import (
+    AssessmentSource,
+    delete_assessment,
+    get_assessment,
+    log_expectation,
+    log_feedback,
+    override_feedback,
+)
 from assay.store.query import (
     count_traces,
     delete_trace_tag,
@@ -124,6 +131,7 @@ __all__ = [
     "count_traces",
     "create_dataset",
     "Dataset",
+    "delete_assessment",
     "delete_dataset",
     "delete_run",
     "delete_trace_tag",
@@ -133,6 +141,7 @@ __all__ = [
     "EvaluationResult",
     "Feedback",
     "flush",
+    "get_assessment",
     "get_current_span",
     "get_dataset",
     "get_last_trace_id",
@@ -151,6 +160,7 @@ __all__ = [
     "log_param",
     "log_params",
     "log_table",
+    "override_feedback",
     "Run",
     "Scorer",
     "scorer",

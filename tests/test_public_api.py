@@ -12,7 +12,8 @@ PUBLIC = {
     "delete_dataset", "get_dataset", "search_datasets", "Run", "active_run", "end_run",
     "get_run", "load_table", "log_metric", "log_metrics", "log_param", "log_params",
     "log_table", "search_runs", "set_tag", "set_tags", "start_run", "compare",
-    "ActiveRun", "delete_run", "get_metric_history",
+    "ActiveRun", "delete_run", "get_metric_history", "delete_assessment", "get_assessment",
+    "override_feedback",
 }
 
 

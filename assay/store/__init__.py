@@ -117,8 +117,15 @@ class LazyStore:
     def log_assessment(self, assessment: Assessment) -> None:
         self.sql.log_assessment(assessment)
 
-    def log_assessments(self, assessments: Sequence[Assessment]) -> None:
-        self.sql.log_assessments(assessments)
+    def log_assessments(self, assessments: Sequence[Assessment], *,
+                        overrides: Mapping[str, str] | None = None) -> None:
+        self.sql.log_assessments(assessments, overrides=overrides)
+
+    def get_assessment(self, trace_id: str, assessment_id: str) -> Assessment | None:
+        return self.sql.get_assessment(trace_id, assessment_id)
+
+    def delete_assessment(self, trace_id: str, assessment_id: str) -> bool:
+        return self.sql.delete_assessment(trace_id, assessment_id)
 
     # -- runs -----------------------------------------------------------------
     def create_run(self, run_id: str, *, experiment: str, name: str | None,

@@ -105,9 +105,19 @@ class TraceStore(Protocol):
     def set_tag(self, trace_id: str, key: str, value: str | None) -> None:
         """Set, or with ``None`` remove, one tag of a stored trace."""
 
-    def log_assessments(self, assessments: Sequence[Assessment]) -> None:
+    def log_assessments(self, assessments: Sequence[Assessment], *,
+                        overrides: Mapping[str, str] | None = None) -> None:
         """Store many assessments in one transaction, each overriding as
-        :meth:`log_assessment` does (in the order given)."""
+        :meth:`log_assessment` does (in the order given); ``overrides`` maps a new
+        assessment's id to a stored valid feedback of its trace that it also
+        overrides, whatever that one's source."""
+
+    def get_assessment(self, trace_id: str, assessment_id: str) -> Assessment | None:
+        """One assessment of a trace (valid or overridden), or ``None``."""
+
+    def delete_assessment(self, trace_id: str, assessment_id: str) -> bool:
+        """Delete one assessment of a trace, restoring what it overrode; whether
+        there was one."""
 
     # -- runs (see assay.store._run_sql) ---------------------------------------
     def create_run(self, run_id: str, *, experiment: str, name: str | None,

@@ -7,12 +7,16 @@ import time
 import uuid
 from collections.abc import Mapping
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assay.tracing.models import Assessment
 from assay.tracing.serialize import to_jsonable
 
-__all__ = ["AssessmentSource", "log_expectation", "log_feedback"]
+if TYPE_CHECKING:
+    from assay.store import LazyStore
+
+__all__ = ["AssessmentSource", "delete_assessment", "get_assessment", "log_expectation",
+           "log_feedback", "override_feedback"]
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -31,11 +35,10 @@ class AssessmentSource(str, Enum):
 
 def _build(kind: str, trace_id: str, name: str, value: Any, *, rationale: str | None,
            source: str | AssessmentSource, source_id: str | None, span_id: str | None,
-           metadata: Mapping[str, Any] | None, error: str | None) -> Assessment:
-    where = f"log_{kind}"
-    tid = str(trace_id).lower() if isinstance(trace_id, str) else trace_id
-    if not isinstance(tid, str) or not _TRACE_ID.match(tid):
-        raise ValueError(f"{where}(trace_id={trace_id!r}): expected 32 hex characters")
+           metadata: Mapping[str, Any] | None, error: str | None,
+           where: str | None = None) -> Assessment:
+    where = where or f"log_{kind}"
+    tid = _trace_id(trace_id, where)
     if span_id is not None and (not isinstance(span_id, str)
                                 or not _SPAN_ID.match(span_id.lower())):
         raise ValueError(f"{where}(span_id={span_id!r}): expected 16 hex characters")
@@ -107,8 +110,99 @@ def log_expectation(trace_id: str, name: str, value: Any, *,
                             metadata=metadata, error=None))
 
 
-def _store_it(assessment: Assessment) -> Assessment:
+def override_feedback(trace_id: str, assessment_id: str, value: Any = None, *,
+                      rationale: str | None = None,
+                      source: str | AssessmentSource = AssessmentSource.HUMAN,
+                      source_id: str | None = None,
+                      metadata: Mapping[str, Any] | None = None) -> Assessment:
+    """Correct a feedback, whatever its source: a new feedback of the same name
+    (and span) overrides it, as a newer one of the same source would. The one
+    corrected is kept, marked ``overridden_by``; deleting the correction
+    (:func:`delete_assessment`) makes it valid again.
+
+    Args:
+        trace_id: the trace (32 hex characters).
+        assessment_id: the feedback corrected: a valid one (not overridden).
+        value: the corrected value.
+        rationale: why.
+        source: who corrects it (``"HUMAN"`` by default).
+        source_id: which human, judge or scorer.
+        metadata: string key/values.
+
+    Returns:
+        The stored :class:`~assay.Assessment`.
+
+    Raises:
+        ValueError: a malformed id, or ``assessment_id`` is not a feedback of this
+            trace, or it is overridden already (override the newer one).
+
+    Example:
+        >>> judged = assay.log_feedback(trace_id, "correct", False, source="LLM_JUDGE")
+        >>> assay.override_feedback(trace_id, judged.assessment_id, True,
+        ...                         rationale="the answer is right, the judge misread it")
+    """
+    tid = _trace_id(trace_id, "override_feedback")
+    aid = _assessment_id(assessment_id, "override_feedback")
+    st = _store()
+    target = st.get_assessment(tid, aid)
+    if target is None:
+        raise ValueError(f"override_feedback(assessment_id={assessment_id!r}): trace {tid} "
+                         "has no assessment with this id")
+    if target.kind != "feedback":
+        raise ValueError(f"override_feedback(assessment_id={assessment_id!r}): it is an "
+                         f"{target.kind}, not feedback (log_expectation replaces it)")
+    new = _build("feedback", tid, target.name, value, rationale=rationale, source=source,
+                 source_id=source_id, span_id=target.span_id, metadata=metadata, error=None,
+                 where="override_feedback")
+    st.log_assessments([new], overrides={new.assessment_id: aid})
+    return new
+
+
+def get_assessment(trace_id: str, assessment_id: str) -> Assessment | None:
+    """One assessment of a stored trace, valid or overridden, or ``None``.
+
+    Example:
+        >>> a = assay.get_assessment(trace_id, logged.assessment_id)
+        >>> a.value, a.overridden_by
+    """
+    return _store().get_assessment(_trace_id(trace_id, "get_assessment"),
+                                   _assessment_id(assessment_id, "get_assessment"))
+
+
+def delete_assessment(trace_id: str, assessment_id: str) -> bool:
+    """Delete one assessment of a trace; returns whether there was one.
+
+    What it overrode takes its place, as if it had never been logged: the feedback
+    a deleted correction overrode is valid again.
+
+    Example:
+        >>> assay.delete_assessment(trace_id, logged.assessment_id)
+        True
+    """
+    return _store().delete_assessment(_trace_id(trace_id, "delete_assessment"),
+                                      _assessment_id(assessment_id, "delete_assessment"))
+
+
+def _trace_id(trace_id: Any, where: str) -> str:
+    tid = trace_id.lower() if isinstance(trace_id, str) else trace_id
+    if not isinstance(tid, str) or not _TRACE_ID.match(tid):
+        raise ValueError(f"{where}(trace_id={trace_id!r}): expected 32 hex characters")
+    return tid
+
+
+def _assessment_id(assessment_id: Any, where: str) -> str:
+    if not isinstance(assessment_id, str) or not assessment_id.strip():
+        raise ValueError(f"{where}(assessment_id={assessment_id!r}): expected the id of "
+                         "an assessment (Assessment.assessment_id)")
+    return assessment_id
+
+
+def _store() -> LazyStore:
     from assay.store.query import store
 
-    store().log_assessment(assessment)
+    return store()
+
+
+def _store_it(assessment: Assessment) -> Assessment:
+    _store().log_assessment(assessment)
     return assessment

@@ -1,6 +1,6 @@
 """A page of traces from the store's rows: assessments and spans read by trace id
 (tags and metadata come with the trace row) and turned into :class:`~assay.Trace`
-models.
+models; one assessment by its id.
 
 Reads go through the driver's own cursor with fixed SQL (``?`` on SQLite, ``%s``
 on PostgreSQL): a page of 100 traces brings about 1,000 spans, and a generic
@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from assay.tracing.models import Assessment, Span, SpanEvent, Trace, TraceInfo
 
-__all__ = ["assemble", "without_parallel_workers"]
+__all__ = ["assemble", "stored_assessment", "without_parallel_workers"]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -75,6 +75,17 @@ def assemble(conn: Connection, rows: Sequence[Sequence[Any]],
         span_list.sort(key=_span_order)
         out.append(_trusted(Trace, {"info": info, "spans": span_list}))
     return out
+
+
+def stored_assessment(conn: Connection, trace_id: str,
+                      assessment_id: str) -> Assessment | None:
+    """The assessment with this id on this trace, or ``None``."""
+    pg = conn.dialect.name == "postgresql"
+    mark = "%s" if pg else "?"
+    rows = _fetch(conn, f"SELECT {_ASSESSMENT_SQL_COLUMNS} FROM assessments "
+                        f"WHERE assessment_id = {mark} AND trace_id = {mark}",
+                  [assessment_id, trace_id])
+    return _assessment_model(rows[0]) if rows else None
 
 
 _new = object.__new__

@@ -19,6 +19,7 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, and_, case, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from assay._gc import paused as collector_paused
@@ -38,7 +39,7 @@ from assay.store import copies
 from assay.store import schema as s
 from assay.store._run_sql import SqlRuns
 from assay.store.base import MetricRow, RunPage, SpanRecord, TracePage
-from assay.store.pages import assemble, without_parallel_workers
+from assay.store.pages import assemble, stored_assessment, without_parallel_workers
 from assay.store.plans import (
     PAGE_COLUMNS,
     RARE_MATCHES,
@@ -186,6 +187,67 @@ def _lock_keys(trace_ids: Sequence[str]) -> list[int]:
     of ``_ASSESSMENT_LOCKS`` per trace, from a digest of its id."""
     return sorted({_ASSESSMENT_LOCK_BASE + hashlib.blake2b(tid.encode(), digest_size=8)
                    .digest()[0] % _ASSESSMENT_LOCKS for tid in trace_ids})
+
+
+def _lock_assessments(conn: Connection, trace_ids: Sequence[str]) -> None:
+    """On PostgreSQL, wait for the loggers of assessments on these traces (or on
+    others under the same keys) in other processes to commit, and hold them off
+    until this transaction does: without it, two loggers of the same feedback
+    would each find the same older one valid and both leave theirs valid. Keys in
+    one order: they cannot deadlock. SQLite's writers take turns."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) k",
+                             (_lock_keys(trace_ids),))
+
+
+def _explicit_overrides(rows: list[dict[str, Any]],
+                        overrides: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``overrides`` (new id: target id) as target id: the new assessment's row.
+
+    Raises:
+        ValueError: a new id is not in the batch, or two override one target.
+    """
+    by_id = {row["assessment_id"]: row for row in rows}
+    out: dict[str, dict[str, Any]] = {}
+    for new_id, target in overrides.items():
+        row = by_id.get(new_id)
+        if row is None:
+            raise ValueError(f"log_assessments(overrides=...): {new_id!r} is not an "
+                             "assessment of this batch")
+        if target in out:
+            raise ValueError(f"log_assessments(overrides=...): {target!r} is overridden by "
+                             f"both {out[target]['assessment_id']!r} and {new_id!r}")
+        out[target] = row
+    return out
+
+
+def _checked_targets(conn: Connection,
+                     explicit: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The stored assessments that new ones override by name (target id: new id),
+    each checked to be a valid feedback of the new one's trace.
+
+    Raises:
+        ValueError: one is not stored on that trace, is an expectation, or is
+            overridden already (by a newer judgement that the override has not seen).
+    """
+    a = s.assessments.c
+    found = {aid: rest for aid, *rest in conn.execute(
+        select(a.assessment_id, a.trace_id, a.kind, a.overridden_by)
+        .where(a.assessment_id.in_(list(explicit))))}
+    out = {}
+    for target, new in explicit.items():
+        stored = found.get(target)
+        where = f"the override of assessment {target!r} on trace {new['trace_id']}"
+        if stored is None or stored[0] != new["trace_id"]:
+            raise ValueError(f"{where}: the trace has no assessment with this id")
+        if stored[1] != "feedback":
+            raise ValueError(f"{where}: it is an {stored[1]}, not feedback (a newer "
+                             "expectation of the same name and source replaces it)")
+        if stored[2] is not None:
+            raise ValueError(f"{where}: it is already overridden by {stored[2]!r}; "
+                             "override that one")
+        out[target] = new["assessment_id"]
+    return out
 
 
 def _is_transient(exc: OperationalError) -> bool:
@@ -916,13 +978,21 @@ class SqlTraceStore:
         """Store an assessment, marking the valid one it overrides."""
         self.log_assessments([a])
 
-    def log_assessments(self, assessments: Sequence[Assessment]) -> None:
+    def log_assessments(self, assessments: Sequence[Assessment], *,
+                        overrides: Mapping[str, str] | None = None) -> None:
         """Store assessments in one transaction, in order: each overrides the valid
         one of the same trace, kind, name and source (type and id), whether
         stored before or earlier in ``assessments``, or logged at the same moment
         by another process (the later of two to commit overrides the other's).
 
+        ``overrides`` maps the id of a new assessment to the id of a stored,
+        valid feedback of the same trace that it overrides whatever its source
+        (a reviewer correcting a judge).
+
         Raises:
+            ValueError: an assessment id is already stored or given twice, or an
+                ``overrides`` target is not a valid feedback of that trace
+                (nothing is stored).
             StoreError: the database stayed locked or unwritable for a minute.
         """
         if not assessments:
@@ -950,22 +1020,29 @@ class SqlTraceStore:
                 before["overridden_by"] = a.assessment_id
             last[group] = row
             rows.append(row)
+        ids = Counter(row["assessment_id"] for row in rows)
+        twice = sorted(aid for aid, n in ids.items() if n > 1)
+        if twice:
+            raise ValueError(f"log_assessments: assessment id {twice[0]!r} is given "
+                             f"{ids[twice[0]]} times")
+        explicit = _explicit_overrides(rows, overrides or {})
         trace_ids = sorted({group[0] for group in first})
-        self._retried(lambda conn: self._log_assessment_rows(conn, rows, first, trace_ids))
+        try:
+            self._retried(lambda conn: self._log_assessment_rows(conn, rows, first, trace_ids,
+                                                                 explicit))
+        except IntegrityError as exc:
+            stored = self._stored_assessment_ids(list(ids))
+            if not stored:
+                raise
+            raise ValueError(f"log_assessments: assessment id {stored[0]!r} is already "
+                             "stored (nothing of this batch was)") from exc
 
     @staticmethod
     def _log_assessment_rows(conn: Connection, rows: list[dict[str, Any]],
                              first: dict[tuple[Any, ...], dict[str, Any]],
-                             trace_ids: list[str]) -> None:
+                             trace_ids: list[str], explicit: dict[str, dict[str, Any]]) -> None:
         prior = s.assessments.c
-        if conn.dialect.name == "postgresql":
-            # Loggers in other processes assessing these traces (or others under
-            # the same locks) wait for this one to commit, then see what it
-            # logged: without it, two loggers of the same feedback would each find
-            # the same older one valid and both leave theirs valid. Keys in one
-            # order: they cannot deadlock.
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) k",
-                                 (_lock_keys(trace_ids),))
+        _lock_assessments(conn, trace_ids)
         assessed = copies.assessed_traces(conn, trace_ids)
         for new in rows:
             new["experiment"], new["trace_timestamp_ms"] = \
@@ -983,6 +1060,8 @@ class SqlTraceStore:
                 newer = first.get(tuple(stored))
                 if newer is not None:
                     overrides[aid] = newer["assessment_id"]
+        if explicit:
+            overrides.update(_checked_targets(conn, explicit))
         marked = list(overrides.items())
         for i in range(0, len(marked), 500):
             chunk = dict(marked[i:i + 500])
@@ -991,6 +1070,41 @@ class SqlTraceStore:
                                 prior.overridden_by.is_(None))
                          .values(overridden_by=case(chunk, value=prior.assessment_id)))
         conn.execute(s.assessments.insert(), rows)
+
+    def _stored_assessment_ids(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` that the store holds, in order."""
+        a = s.assessments.c
+        found: set[str] = set()
+        with self._read() as conn:
+            for i in range(0, len(ids), 500):
+                found.update(r[0] for r in conn.execute(
+                    select(a.assessment_id).where(a.assessment_id.in_(ids[i:i + 500]))))
+        return [aid for aid in ids if aid in found]
+
+    def get_assessment(self, trace_id: str, assessment_id: str) -> Assessment | None:
+        """The assessment with this id on this trace (valid or overridden), or ``None``."""
+        with self._read() as conn:
+            return stored_assessment(conn, trace_id, assessment_id)
+
+    def delete_assessment(self, trace_id: str, assessment_id: str) -> bool:
+        """Delete one assessment of a trace; whether there was one. What it
+        overrode takes its place: valid again when it was valid, or overridden by
+        its successor when it was overridden itself."""
+        a = s.assessments.c
+
+        def write(conn: Connection) -> bool:
+            _lock_assessments(conn, [trace_id])
+            row = conn.execute(select(a.overridden_by).where(
+                a.assessment_id == assessment_id, a.trace_id == trace_id)).first()
+            if row is None:
+                return False
+            conn.execute(s.assessments.update()
+                         .where(a.trace_id == trace_id, a.overridden_by == assessment_id)
+                         .values(overridden_by=row[0]))
+            conn.execute(s.assessments.delete().where(a.assessment_id == assessment_id))
+            return True
+
+        return self._retried(write)
 
     def delete_traces(self, *, experiment: str | None, filter_string: str | None,
                       before_ms: int | None) -> int:

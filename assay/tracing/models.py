@@ -89,6 +89,11 @@ class Assessment(_Model):
     created_time_ms: int
     overridden_by: str | None = None
 
+    @property
+    def valid(self) -> bool:
+        """Whether this is the assessment in force: no newer one overrides it."""
+        return self.overridden_by is None
+
 
 class TraceInfo(_Model):
     """Everything about a trace except its spans; ``run_id`` is the run that was
@@ -137,6 +142,21 @@ class Trace(_Model):
         kind = None if span_type is None else str(span_type)
         return [s for s in self.spans
                 if (name is None or s.name == name) and (kind is None or s.span_type == kind)]
+
+    def search_assessments(self, name: str | None = None, *, kind: str | None = None,
+                           span_id: str | None = None,
+                           include_overridden: bool = False) -> list[Assessment]:
+        """The trace's assessments with the given name, kind (``"feedback"`` or
+        ``"expectation"``) and span, oldest first; only the valid ones unless
+        ``include_overridden``.
+
+        Example:
+            >>> [a.value for a in trace.search_assessments("correct")]
+        """
+        return [a for a in self.info.assessments
+                if (name is None or a.name == name) and (kind is None or a.kind == kind)
+                and (span_id is None or a.span_id == span_id)
+                and (include_overridden or a.overridden_by is None)]
 
     def walk(self) -> Iterator[tuple[int, Span]]:
         """(depth, span) pairs in tree order, roots first."""

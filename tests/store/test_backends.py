@@ -317,6 +317,46 @@ def test_racing_loggers_of_one_name_and_source_leave_one_valid_assessment(store,
     assert len({by for *_, by in rows if by is not None}) == len(rows) - len(tids)
 
 
+def test_deleting_assessments_while_others_log_leaves_one_chain_per_trace(store, caplog):
+    """One store deletes the valid feedback of each trace again and again while
+    others log newer feedback of the same name and source: at the end each trace
+    has one valid assessment and one unbroken chain of overrides (on PostgreSQL a
+    delete waits for the loggers of its trace, so that it does not restore an
+    assessment a logger has just overridden)."""
+    from tests.store.test_copies import feedback, span
+
+    tids = [f"{i:032x}" for i in range(1, 21)]
+    store.write_spans([span(t, "a" * 16, start_ms=i, root=True) for i, t in enumerate(tids)])
+    store.log_assessments([feedback(t, -1) for t in tids])
+    a = s.assessments.c
+    deleted = Counter[str]()
+
+    def work(own: Any, k: int) -> None:
+        for r in range(12):
+            if k == 0:
+                with own.sql._read() as conn:
+                    valid = conn.execute(select(a.trace_id, a.assessment_id)
+                                         .where(a.overridden_by.is_(None))).all()
+                for tid, aid in valid:
+                    if own.delete_assessment(tid, aid):
+                        deleted[tid] += 1
+            else:
+                own.log_assessments([feedback(t, r) for t in
+                                     (tids if k % 2 else tids[::-1])])
+
+    caplog.set_level(logging.DEBUG, logger="assay")
+    assert _racing(store.uri, 4, work) == []
+    assert _retries(caplog) == []
+    assert sum(deleted.values()) > 0
+    with store._read() as conn:
+        rows = conn.execute(select(a.assessment_id, a.trace_id, a.overridden_by)).all()
+    trace_of = {aid: tid for aid, tid, _ in rows}
+    assert Counter(tid for _, tid, by in rows if by is None) == dict.fromkeys(tids, 1)
+    assert all(trace_of.get(by) == tid for _, tid, by in rows if by is not None)
+    assert len({by for *_, by in rows if by is not None}) == len(rows) - len(tids)
+    assert len(rows) == len(tids) * (1 + 3 * 12) - sum(deleted.values())
+
+
 def test_racing_writers_of_the_same_traces_all_commit(store, caplog):
     """Span batches of the same traces written at once through several stores (as
     from several processes), the traces in opposite orders (as when two services
