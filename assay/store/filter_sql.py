@@ -34,7 +34,7 @@ import re
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
-from sqlalchemy.sql.elements import literal
+from sqlalchemy.sql.elements import literal, literal_column
 
 from assay.errors import InvalidFilter
 from assay.store import schema as s
@@ -180,11 +180,13 @@ class _Compiler:
         pattern = str(cmp.value)
         negate = cmp.op.startswith("NOT")
         insensitive = "ILIKE" in cmp.op
-        indexed = True
+        sp = s.spans.alias("tx")
+        in_spans = or_(self.like(sp.c.inputs, pattern, insensitive=insensitive),
+                       self.like(sp.c.outputs, pattern, insensitive=insensitive))
         if self.fts and self.dialect == "postgresql":
             fts = s.fts_table()  # pg_trgm serves LIKE and ILIKE alike
             content = fts.c.content
-            sub = select(fts.c.trace_id).where(
+            indexed = select(fts.c.trace_id).where(
                 content.ilike(pattern) if insensitive else content.like(pattern))
         elif self.fts and _trigram_usable(pattern, insensitive):
             fts = s.fts_table()
@@ -192,15 +194,18 @@ class _Compiler:
             cond: Any = fts.c.content.like(pattern)
             if not insensitive:
                 cond = and_(cond, _glob(fts.c.content, pattern))
-            sub = select(fts.c.trace_id).where(cond)
+            indexed = select(fts.c.trace_id).where(cond)
         else:
-            indexed = False
-            sp = s.spans.alias("tx")
-            sub = select(sp.c.trace_id).where(or_(
-                self.like(sp.c.inputs, pattern, insensitive=insensitive),
-                self.like(sp.c.outputs, pattern, insensitive=insensitive)))
-        # The text index cannot be probed by trace id: it is searched once.
-        member = self.member(sub, correlate=not indexed)
+            member = self.member(select(sp.c.trace_id).where(in_spans))
+            return not_(member) if negate else member
+        # The index holds the first TEXT_CHARS of each text: the spans with more
+        # are read in full too (found by their partial index, whose constant the
+        # condition repeats). The text index cannot be probed by trace id: it is
+        # searched once.
+        limit: Any = literal_column(str(s.TEXT_CHARS))
+        long_text = or_(func.length(sp.c.inputs) > limit, func.length(sp.c.outputs) > limit)
+        member = self.member(indexed.union_all(select(sp.c.trace_id).where(long_text, in_spans)),
+                             correlate=False)
         return not_(member) if negate else member
 
     def keyed(self, cmp: Comparison) -> ColumnElement[bool]:

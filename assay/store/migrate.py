@@ -111,6 +111,12 @@ def _v6_to_v7(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
+def _v7_to_v8(conn: Connection) -> None:
+    # The spans whose text is longer than the full-text index holds, indexed.
+    for index in s.spans.indexes:
+        index.create(conn, checkfirst=True)
+
+
 def _copy_table(conn: Connection, table: Table, columns: str) -> None:
     """Rebuild a SQLite table as ``table`` now declares it (SQLite cannot change a
     table's key or rowid in place), keeping ``columns`` of its rows."""
@@ -124,7 +130,8 @@ def _copy_table(conn: Connection, table: Table, columns: str) -> None:
 
 
 _STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
-                                                   4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
+                                                   4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7,
+                                                   7: _v7_to_v8}
 
 
 def upgrade_schema(conn: Connection, version: int) -> None:

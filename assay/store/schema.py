@@ -22,6 +22,8 @@ query that needs it, since every index costs every write. Version history:
        (``copies``), ending two new (kind, name, value) indexes of the valid
        assessments: a page of the traces with a feedback value is one ordered
        index range, and their count one index range
+    8  a partial index of the spans whose inputs or outputs are longer than the
+       full-text index holds (``TEXT_CHARS``): a text search reads those in full
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -47,12 +49,19 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = ["FTS_TABLE", "SCHEMA_VERSION", "assessments", "dataset_records", "datasets",
-           "metadata", "run_metrics", "run_params", "run_tables", "run_tags",
-           "runs", "schema_version", "span_attributes", "spans", "trace_metadata",
+__all__ = ["FTS_TABLE", "LONG_TEXT", "SCHEMA_VERSION", "TEXT_CHARS", "assessments",
+           "dataset_records", "datasets", "metadata", "run_metrics", "run_params", "run_tables",
+           "run_tags", "runs", "schema_version", "span_attributes", "spans", "trace_metadata",
            "trace_tags", "traces"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
+
+#: How much of each span's inputs and of its outputs the full-text index holds;
+#: a text search reads the spans with more (``LONG_TEXT``) in full.
+TEXT_CHARS = 65_536
+#: The spans whose text the full-text index holds only the start of (a constant
+#: condition, so that a query stating it can read the partial index over it).
+LONG_TEXT = f"length(inputs) > {TEXT_CHARS} OR length(outputs) > {TEXT_CHARS}"
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -112,6 +121,9 @@ spans = Table(
     Index(None, "span_type", "trace_id"),
     Index(None, "status", "trace_id"),
     Index(None, "duration_ns", "trace_id"),
+    # The few spans a text search reads in full; empty while no text is that long.
+    Index("ix_spans_long_text", "trace_id",
+          sqlite_where=text(LONG_TEXT), postgresql_where=text(LONG_TEXT)),
 )
 
 span_attributes = Table(

@@ -87,7 +87,6 @@ _TRACE_COLUMNS = ["trace_id", "experiment", "name", "state", "timestamp_ms", "ex
                   "request_preview", "response_preview", "root_span_id", "root_rank",
                   "end_time_ms", "run_id"]
 _ATTR_COLUMNS = ["trace_id", "span_id", "key", "value_kind", "num_value", "str_value"]
-_TEXT_CHARS = 65_536  # of each span's inputs and outputs, in the full-text index
 # SQLite: the view the full-text index reads its text from, and the statement
 # that indexes the spans from a rowid on.
 _TEXT_SOURCE = "trace_text_source"
@@ -428,8 +427,8 @@ class SqlTraceStore:
             # on 2 cores); columnsize=0 keeps no token counts (nothing ranks).
             conn.exec_driver_sql(
                 f"CREATE VIEW IF NOT EXISTS {_TEXT_SOURCE} AS SELECT rowid AS id, trace_id, "
-                f"substr(coalesce(inputs, ''), 1, {_TEXT_CHARS}) || char(10) || "
-                f"substr(coalesce(outputs, ''), 1, {_TEXT_CHARS}) AS content FROM spans "
+                f"substr(coalesce(inputs, ''), 1, {s.TEXT_CHARS}) || char(10) || "
+                f"substr(coalesce(outputs, ''), 1, {s.TEXT_CHARS}) AS content FROM spans "
                 "WHERE inputs IS NOT NULL OR outputs IS NOT NULL")
             conn.exec_driver_sql(
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS {s.FTS_TABLE} USING fts5("
@@ -1347,7 +1346,7 @@ def _create_trigram_index(conn: Connection) -> None:
 def _text(inputs: str | None, outputs: str | None) -> str:
     """What the full-text index holds of a span: the start of its inputs and outputs
     (the SQLite view ``_TEXT_SOURCE`` computes the same in SQL)."""
-    return f"{(inputs or '')[:_TEXT_CHARS]}\n{(outputs or '')[:_TEXT_CHARS]}"
+    return f"{(inputs or '')[:s.TEXT_CHARS]}\n{(outputs or '')[:s.TEXT_CHARS]}"
 
 
 def _json_text(value: Any) -> str:

@@ -254,6 +254,45 @@ def test_a_missing_trigram_index_is_built_again_on_the_next_open(pg_uri, caplog)
     assert _trigram_index(pg_uri)
 
 
+@assay.trace(span_type="RETRIEVER")
+def retrieve(query: str, document: str) -> str:
+    return document
+
+
+@pytest.mark.parametrize(("flt", "expected"), [
+    ("trace.text LIKE '%needle in the input%'", {"long input"}),
+    ("trace.text LIKE '%needle in the output%'", {"long output"}),
+    ("trace.text ILIKE '%NEEDLE IN THE%'", {"long input", "long output"}),
+    ("trace.text LIKE '%Needle in the%'", set()),
+    ("trace.text LIKE '%needle%' AND trace.text LIKE '%the output%'", {"long output"}),
+    ("trace.text NOT LIKE '%needle in the%'", {"short", "edge"}),
+    ("trace.text LIKE '%haystack%'", {"short", "long input", "long output", "edge"}),
+    ("trace.text NOT ILIKE '%NEEDLE IN THE OUTPUT%'", {"short", "long input", "edge"}),
+    ("trace.text LIKE '%at the edge%'", {"edge"}),
+])
+def test_text_past_what_the_full_text_index_holds_is_found(tracing_any, flt, expected):
+    """The full-text index holds the first TEXT_CHARS characters of a span's inputs
+    and of its outputs; a text search still finds what comes after."""
+    from assay.store.schema import TEXT_CHARS
+
+    hay = "haystack " * (TEXT_CHARS // 9 + 100)
+    edge = "haystack at the edge"
+    cases = {"short": ("haystack", "short answer"),
+             "long input": (hay + "needle in the input", "ok"),
+             "long output": ("q", hay + "needle in the output"),
+             # Stored as a JSON string (with its quotes), the output ends exactly
+             # where the index stops: it is all in the index.
+             "edge": ("q", "h" * (TEXT_CHARS - 2 - len(edge)) + edge)}
+    names = {}
+    for label, (query, document) in cases.items():
+        retrieve(query, document)
+        names[assay.get_last_trace_id()] = label
+    assert assay.flush()
+    found = assay.search_traces(flt, return_type="list", include_spans=False)
+    assert {names[t.info.trace_id] for t in found} == expected
+    assert assay.count_traces(flt) == len(expected)
+
+
 def _racing(uri: str, workers: int, work: Callable[[Any, int], None]) -> list[BaseException]:
     """Run ``work(store, k)`` for k in range(workers) at once, each on a store of
     its own (as separate processes would: a store's own writes take turns); the

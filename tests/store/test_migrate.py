@@ -9,7 +9,7 @@ import pytest
 
 import assay
 from assay.cli import main
-from assay.store.schema import SCHEMA_VERSION
+from assay.store.schema import LONG_TEXT, SCHEMA_VERSION, TEXT_CHARS
 
 _V1 = """
 CREATE TABLE assay_schema (version INTEGER NOT NULL PRIMARY KEY);
@@ -384,3 +384,38 @@ def test_a_version_6_store_gets_the_assessed_traces_copies_and_page_indexes(back
                                   return_type="list")
     assert [t.trace_id for t in found] == [t.trace_id for t in general]
     assert sorted(t.trace_id for t in found) == sorted([ids[0], ids[2]])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_version_7_store_gets_the_index_of_spans_with_long_text(backend, db_uri, request,
+                                                                   capsys):
+    uri = db_uri if backend == "sqlite" else request.getfixturevalue("pg_uri")
+    assay.configure(store=uri, experiment="default")
+
+    @assay.trace
+    def answer(q: str) -> str:
+        return "ok"
+
+    answer("short")
+    answer("x" * (TEXT_CHARS + 10) + " needle")
+    long_id = assay.get_last_trace_id()
+    assert assay.flush(timeout_s=30)
+    assay.shutdown()
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:  # a version-7 store: no index of the long texts
+        conn.execute(text("DROP INDEX ix_spans_long_text"))
+        conn.execute(text("UPDATE assay_schema SET version = 7"))
+    _refused_then_upgraded(uri, 7, capsys)
+    with engine.connect() as conn:
+        indexed = conn.execute(text(
+            "SELECT count(*) FROM spans INDEXED BY ix_spans_long_text "
+            f"WHERE {LONG_TEXT}" if backend == "sqlite" else
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() "
+            "AND indexname = 'ix_spans_long_text'")).scalar()
+    engine.dispose()
+    assert indexed == 1
+    assay.configure(store=uri, experiment="default")
+    assert [t.trace_id for t in assay.search_traces("trace.text LIKE '%needle%'",
+                                                    return_type="list")] == [long_id]
