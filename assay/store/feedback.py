@@ -7,18 +7,15 @@ import time
 import uuid
 from collections.abc import Mapping
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from assay.store.query import checked_trace_id, store
 from assay.tracing.models import Assessment
 from assay.tracing.serialize import to_jsonable
-
-if TYPE_CHECKING:
-    from assay.store import LazyStore
 
 __all__ = ["AssessmentSource", "delete_assessment", "get_assessment", "log_expectation",
            "log_feedback", "override_feedback"]
 
-_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -38,7 +35,7 @@ def _build(kind: str, trace_id: str, name: str, value: Any, *, rationale: str | 
            metadata: Mapping[str, Any] | None, error: str | None,
            where: str | None = None) -> Assessment:
     where = where or f"log_{kind}"
-    tid = _trace_id(trace_id, where)
+    tid = checked_trace_id(trace_id, where)
     if span_id is not None and (not isinstance(span_id, str)
                                 or not _SPAN_ID.match(span_id.lower())):
         raise ValueError(f"{where}(span_id={span_id!r}): expected 16 hex characters")
@@ -141,9 +138,9 @@ def override_feedback(trace_id: str, assessment_id: str, value: Any = None, *,
         >>> assay.override_feedback(trace_id, judged.assessment_id, True,
         ...                         rationale="the answer is right, the judge misread it")
     """
-    tid = _trace_id(trace_id, "override_feedback")
+    tid = checked_trace_id(trace_id, "override_feedback")
     aid = _assessment_id(assessment_id, "override_feedback")
-    st = _store()
+    st = store()
     target = st.get_assessment(tid, aid)
     if target is None:
         raise ValueError(f"override_feedback(assessment_id={assessment_id!r}): trace {tid} "
@@ -165,7 +162,7 @@ def get_assessment(trace_id: str, assessment_id: str) -> Assessment | None:
         >>> a = assay.get_assessment(trace_id, logged.assessment_id)
         >>> a.value, a.overridden_by
     """
-    return _store().get_assessment(_trace_id(trace_id, "get_assessment"),
+    return store().get_assessment(checked_trace_id(trace_id, "get_assessment"),
                                    _assessment_id(assessment_id, "get_assessment"))
 
 
@@ -179,15 +176,8 @@ def delete_assessment(trace_id: str, assessment_id: str) -> bool:
         >>> assay.delete_assessment(trace_id, logged.assessment_id)
         True
     """
-    return _store().delete_assessment(_trace_id(trace_id, "delete_assessment"),
+    return store().delete_assessment(checked_trace_id(trace_id, "delete_assessment"),
                                       _assessment_id(assessment_id, "delete_assessment"))
-
-
-def _trace_id(trace_id: Any, where: str) -> str:
-    tid = trace_id.lower() if isinstance(trace_id, str) else trace_id
-    if not isinstance(tid, str) or not _TRACE_ID.match(tid):
-        raise ValueError(f"{where}(trace_id={trace_id!r}): expected 32 hex characters")
-    return tid
 
 
 def _assessment_id(assessment_id: Any, where: str) -> str:
@@ -197,12 +187,6 @@ def _assessment_id(assessment_id: Any, where: str) -> str:
     return assessment_id
 
 
-def _store() -> LazyStore:
-    from assay.store.query import store
-
-    return store()
-
-
 def _store_it(assessment: Assessment) -> Assessment:
-    _store().log_assessment(assessment)
+    store().log_assessment(assessment)
     return assessment

@@ -202,15 +202,16 @@ def set_trace_tag(trace_id: str, key: str, value: str) -> None:
     """Set a tag on a stored trace (finished or not); filter with ``tags.<key>``."""
     if not isinstance(key, str) or not key:
         raise ValueError(f"set_trace_tag(key={key!r}): expected a non-empty string")
-    store().set_tag(_trace_id(trace_id, "set_trace_tag"), key, str(value))
+    store().set_tag(checked_trace_id(trace_id, "set_trace_tag"), key, str(value))
 
 
 def delete_trace_tag(trace_id: str, key: str) -> None:
     """Remove a tag from a stored trace (nothing happens if it has none)."""
-    store().set_tag(_trace_id(trace_id, "delete_trace_tag"), key, None)
+    store().set_tag(checked_trace_id(trace_id, "delete_trace_tag"), key, None)
 
 
-def _trace_id(trace_id: str, where: str) -> str:
+def checked_trace_id(trace_id: Any, where: str) -> str:
+    """``trace_id`` in lower case, or a ``ValueError`` naming ``where`` it was given."""
     if not isinstance(trace_id, str) or len(trace_id) != 32 or \
             any(c not in "0123456789abcdefABCDEF" for c in trace_id):
         raise ValueError(f"{where}(trace_id={trace_id!r}): expected 32 hex characters")
