@@ -112,9 +112,13 @@ def _v6_to_v7(conn: Connection) -> None:
 
 
 def _v7_to_v8(conn: Connection) -> None:
-    # The spans whose text is longer than the full-text index holds, indexed.
+    # The spans whose text is longer than the full-text index holds, indexed; the
+    # schema says which older assays may still write the store.
     for index in s.spans.indexes:
         index.create(conn, checkfirst=True)
+    existing = {c["name"] for c in inspect(conn).get_columns(s.schema_version.name)}
+    if "writable_by" not in existing:
+        conn.exec_driver_sql(f"ALTER TABLE {s.schema_version.name} ADD COLUMN writable_by INTEGER")
 
 
 def _copy_table(conn: Connection, table: Table, columns: str) -> None:

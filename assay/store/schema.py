@@ -23,7 +23,8 @@ query that needs it, since every index costs every write. Version history:
        assessments: a page of the traces with a feedback value is one ordered
        index range, and their count one index range
     8  a partial index of the spans whose inputs or outputs are longer than the
-       full-text index holds (``TEXT_CHARS``): a text search reads those in full
+       full-text index holds (``TEXT_CHARS``): a text search reads those in full;
+       assay_schema.writable_by (``WRITABLE_BY``)
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -49,12 +50,17 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = ["FTS_TABLE", "LONG_TEXT", "SCHEMA_VERSION", "TEXT_CHARS", "assessments",
+__all__ = ["FTS_TABLE", "LONG_TEXT", "SCHEMA_VERSION", "TEXT_CHARS", "WRITABLE_BY", "assessments",
            "dataset_records", "datasets", "metadata", "run_metrics", "run_params", "run_tables",
            "run_tags", "runs", "schema_version", "span_attributes", "spans", "trace_metadata",
            "trace_tags", "traces"]
 
 SCHEMA_VERSION = 8
+#: The oldest schema version whose assay may still read and write a store of
+#: this version: a version that only adds (an index, a nullable column) leaves
+#: the assays before it working, so that the processes sharing a store can be
+#: upgraded one at a time after ``assay db upgrade``. Version 8 only adds an index.
+WRITABLE_BY = 7
 
 #: How much of each span's inputs and of its outputs the full-text index holds;
 #: a text search reads the spans with more (``LONG_TEXT``) in full.
@@ -71,6 +77,8 @@ metadata = MetaData(naming_convention={
 schema_version = Table(
     "assay_schema", metadata,
     Column("version", Integer, primary_key=True),
+    # The store's WRITABLE_BY (NULL: the assays of its version only); from version 8.
+    Column("writable_by", Integer),
 )
 
 traces = Table(

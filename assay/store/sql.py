@@ -94,6 +94,7 @@ _SQLITE_TEXT_FROM_SPANS = (
     f"INSERT INTO {s.FTS_TABLE} (rowid, trace_id, content) "
     f"SELECT id, trace_id, content FROM {_TEXT_SOURCE} WHERE id >= ? ORDER BY id")
 _WRITE_RETRY_S = 60.0
+_VERSION_ROW = {"version": s.SCHEMA_VERSION, "writable_by": s.WRITABLE_BY}
 _BUSY_TIMEOUT_MS = 30_000
 _CACHE_PAGES = -65_536  # negative: in KiB, so 64 MiB
 _FIRST_CHUNK_MIN_SPANS = 10_000  # a bulk load's first chunk, unless chunk_spans is less
@@ -298,6 +299,7 @@ class SqlTraceStore:
         self._ready = False
         self._sql_cache: dict[str, tuple[str, bool]] = {}
         self._fts = False
+        self._newer = False  # the store's schema is newer than this assay's (and writable)
         # SQLite's planner statistics are refreshed as the store grows: the spans
         # to write before looking again (0: look at the first write).
         self._until_check = 0 if not memory and url.startswith("sqlite") else 1 << 62
@@ -378,34 +380,60 @@ class SqlTraceStore:
     def _create_schema(self, engine: Engine) -> None:
         try:
             with self._fork_guard, engine.begin() as conn:
-                version = self._stored_version(conn)
-                if version is None:
+                stored = self._stored_version(conn)
+                if stored is None:
                     s.metadata.create_all(conn, checkfirst=True)
                     self._create_text_index(conn)
-                    conn.execute(s.schema_version.insert(), {"version": s.SCHEMA_VERSION})
-                elif version > s.SCHEMA_VERSION:
-                    raise StoreError(
-                        f"the store {self.uri} has schema version {version}, newer than this "
-                        f"assay understands ({s.SCHEMA_VERSION}); upgrade assay")
-                elif version < s.SCHEMA_VERSION:
-                    raise StoreError(
-                        f"the store {self.uri} has schema version {version}, older than this "
-                        f"assay's ({s.SCHEMA_VERSION}); upgrade it with: "
-                        f"assay db upgrade --store {self.uri}")
+                    conn.execute(s.schema_version.insert(), _VERSION_ROW)
+                else:
+                    self._check_version(*stored)
                 self._fts = self._has_text_index(conn)
-                if version is not None:
+                self._newer = stored is not None and stored[0] > s.SCHEMA_VERSION
+                if stored is not None and not self._newer:
+                    # (A newer schema's indexes are its own: none is rebuilt here.)
                     self._restore_indexes(conn)
         except OperationalError as exc:
             raise StoreError(f"cannot open the trace store {self.uri}: {exc.orig}") from exc
 
+    def _check_version(self, version: int, writable_by: int | None) -> None:
+        """Refuse a store this assay may not write: an older schema (until
+        ``assay db upgrade``), or a newer one that is not writable by this assay's.
+
+        Raises:
+            StoreError: saying which, and what to do.
+        """
+        if version < s.SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.uri} has schema version {version}, older than this "
+                f"assay's ({s.SCHEMA_VERSION}); upgrade it with: "
+                f"assay db upgrade --store {self.uri}")
+        if version == s.SCHEMA_VERSION:
+            return
+        if writable_by is None or writable_by > s.SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.uri} has schema version {version}, newer than this "
+                f"assay understands ({s.SCHEMA_VERSION}), writable by the assays of schema "
+                f"{writable_by if writable_by is not None else version} and later; "
+                "upgrade assay")
+        log.info("assay: the store %s has schema version %d, newer than this assay's (%d), "
+                 "which may still read and write it", self.uri, version, s.SCHEMA_VERSION)
+
     @staticmethod
-    def _stored_version(conn: Connection) -> int | None:
+    def _stored_version(conn: Connection) -> tuple[int, int | None] | None:
+        """The store's schema version and the oldest one whose assay may write it,
+        or ``None`` for a database with no assay store."""
         from sqlalchemy import inspect
 
-        if not inspect(conn).has_table(s.schema_version.name):
+        found = inspect(conn)
+        if not found.has_table(s.schema_version.name):
             return None
-        value = conn.execute(select(func.max(s.schema_version.c.version))).scalar()
-        return None if value is None else int(value)
+        v = s.schema_version.c
+        if "writable_by" not in {c["name"] for c in found.get_columns(s.schema_version.name)}:
+            value = conn.execute(select(func.max(v.version))).scalar()
+            return None if value is None else (int(value), None)
+        row = conn.execute(select(v.version, v.writable_by).order_by(v.version.desc())
+                           .limit(1)).first()
+        return None if row is None else (int(row[0]), None if row[1] is None else int(row[1]))
 
     def _create_text_index(self, conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
@@ -468,9 +496,10 @@ class SqlTraceStore:
         writer = _make_engine(self._url, immediate=True, memory=self._memory)
         try:
             with self._fork_guard, writer.begin() as conn:
-                before = self._stored_version(conn)
-                if before is None:
+                stored = self._stored_version(conn)
+                if stored is None:
                     raise ConfigurationError(f"{self.uri} holds no assay store to upgrade")
+                before = stored[0]
                 if before > s.SCHEMA_VERSION:
                     raise StoreError(f"the store {self.uri} has schema version {before}, newer "
                                      f"than this assay understands ({s.SCHEMA_VERSION})")
@@ -481,7 +510,7 @@ class SqlTraceStore:
                     if not had_text and self._has_text_index(conn):
                         self._backfill_text(conn)
                     conn.execute(s.schema_version.delete())
-                    conn.execute(s.schema_version.insert(), {"version": s.SCHEMA_VERSION})
+                    conn.execute(s.schema_version.insert(), _VERSION_ROW)
         except OperationalError as exc:
             raise StoreError(f"cannot upgrade the trace store {self.uri}: {exc.orig}") from exc
         finally:
@@ -759,7 +788,8 @@ class SqlTraceStore:
         if self._memory:
             return sum(self._write_counted(chunk) for chunk in _chunked(records, chunk_spans))
         sqlite_db = writer.dialect.name == "sqlite"
-        load = _Load(defer=defer_indexes if sqlite_db else False)
+        # (A store of a newer schema keeps its indexes: they are its own.)
+        load = _Load(defer=defer_indexes if sqlite_db and not self._newer else False)
         try:
             with writer.connect() as conn:
                 if sqlite_db:

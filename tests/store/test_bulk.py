@@ -194,6 +194,26 @@ def test_indexes_a_dead_bulk_load_left_dropped_are_rebuilt_on_the_next_open(db_p
     again.close()
 
 
+def test_a_store_of_a_newer_schema_keeps_its_indexes_through_a_bulk_load(db_path):
+    """The indexes of a newer schema are its own: a bulk load by an older assay
+    that may write it drops none (and an open rebuilds none)."""
+    open_store(f"sqlite:///{db_path}").count(experiment=None)
+    with closing(sqlite3.connect(db_path)) as con, con:
+        con.execute("UPDATE assay_schema SET version = version + 1, writable_by = version")
+        con.execute("CREATE INDEX ix_spans_newer ON spans (name, span_type)")  # the newer one's
+        con.execute("DROP INDEX ix_spans_long_text")  # which the newer schema no longer has
+    store = open_store(f"sqlite:///{db_path}")
+    statements: list[str] = []
+    writer = store.sql._get_engines()[0]
+    with writer.connect() as conn:
+        conn.connection.dbapi_connection.set_trace_callback(statements.append)
+    assert store.bulk_load(corpus(60), defer_indexes=True) == 240
+    store.close()
+    assert not [s for s in statements if "INDEX" in s.upper()]
+    assert _indexes(db_path) == sorted({*INDEXES, "ix_spans_newer"} - {"ix_spans_long_text"})
+    assert open_store(f"sqlite:///{db_path}").count(experiment="bulk") == 60
+
+
 def test_bulk_load_keeps_the_indexes_of_a_store_larger_than_its_first_chunk(db_path):
     store = open_store(f"sqlite:///{db_path}")
     records = corpus(60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from contextlib import closing
 
@@ -9,7 +10,7 @@ import pytest
 
 import assay
 from assay.cli import main
-from assay.store.schema import LONG_TEXT, SCHEMA_VERSION, TEXT_CHARS
+from assay.store.schema import LONG_TEXT, SCHEMA_VERSION, TEXT_CHARS, WRITABLE_BY
 
 _V1 = """
 CREATE TABLE assay_schema (version INTEGER NOT NULL PRIMARY KEY);
@@ -404,11 +405,14 @@ def test_a_version_7_store_gets_the_index_of_spans_with_long_text(backend, db_ur
     from sqlalchemy import create_engine, text
 
     engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:  # a version-7 store: no index of the long texts
+    with engine.begin() as conn:  # a version-7 store: no index of the long texts...
         conn.execute(text("DROP INDEX ix_spans_long_text"))
+        conn.execute(text("ALTER TABLE assay_schema DROP COLUMN writable_by"))  # ...nor this
         conn.execute(text("UPDATE assay_schema SET version = 7"))
     _refused_then_upgraded(uri, 7, capsys)
     with engine.connect() as conn:
+        assert conn.execute(text("SELECT version, writable_by FROM assay_schema")).all() == [
+            (SCHEMA_VERSION, WRITABLE_BY)]
         indexed = conn.execute(text(
             "SELECT count(*) FROM spans INDEXED BY ix_spans_long_text "
             f"WHERE {LONG_TEXT}" if backend == "sqlite" else
@@ -419,3 +423,53 @@ def test_a_version_7_store_gets_the_index_of_spans_with_long_text(backend, db_ur
     assay.configure(store=uri, experiment="default")
     assert [t.trace_id for t in assay.search_traces("trace.text LIKE '%needle%'",
                                                     return_type="list")] == [long_id]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_newer_store_that_says_this_assay_may_write_it_is_read_and_written(backend, db_uri,
+                                                                              request, caplog,
+                                                                              capsys):
+    """After ``assay db upgrade`` to a schema that only adds, the processes not
+    upgraded yet keep writing the store; one that may not write it is refused."""
+    uri = db_uri if backend == "sqlite" else request.getfixturevalue("pg_uri")
+    assay.configure(store=uri, experiment="default")
+    assay.shutdown()
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+
+    def mark(version: int, writable_by: int | None) -> None:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE assay_schema SET version = :v, writable_by = :w"),
+                         {"v": version, "w": writable_by})
+
+    mark(SCHEMA_VERSION + 1, SCHEMA_VERSION)
+    with caplog.at_level(logging.INFO, logger="assay"):
+        assay.configure(store=uri, experiment="default")
+    assert f"schema version {SCHEMA_VERSION + 1}, newer than this assay's" in caplog.text
+
+    @assay.trace
+    def answer(q: str) -> str:
+        return q
+
+    answer("still written")
+    tid = assay.get_last_trace_id()
+    assert assay.flush(timeout_s=30)
+    assert assay.exporters.stats()[0]["failed"] == 0
+    trace = assay.get_trace(tid)
+    assert trace is not None and trace.root_span.inputs == {"q": "still written"}
+    assert main(["db", "upgrade", "--store", uri]) != 0  # nothing to upgrade it to
+    assert "newer than this assay understands" in capsys.readouterr().err
+    assay.shutdown()
+
+    for writable_by, who in ((SCHEMA_VERSION + 1, SCHEMA_VERSION + 1),
+                             (None, SCHEMA_VERSION + 1)):
+        mark(SCHEMA_VERSION + 1, writable_by)
+        with pytest.raises(assay.StoreError, match=f"writable by the assays of schema {who} "
+                                                   "and later; upgrade assay"):
+            assay.configure(store=uri, experiment="default")
+    mark(SCHEMA_VERSION, WRITABLE_BY)
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT version, writable_by FROM assay_schema")).all()
+    engine.dispose()
+    assert version == [(SCHEMA_VERSION, WRITABLE_BY)]

@@ -23,7 +23,7 @@ import assay.exporters
 from assay.exporters import InMemorySpanExporter, StoreSpanExporter
 from assay.exporters._convert import to_record
 from assay.store import SpanRecord, TraceStore, open_store
-from assay.store.schema import SCHEMA_VERSION
+from assay.store.schema import SCHEMA_VERSION, WRITABLE_BY
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -111,7 +111,8 @@ def test_schema_is_created_on_first_use_and_carries_the_current_version(db_path,
 
     assert store.count(experiment=None) == 0
 
-    assert sql(db_path, "SELECT version FROM assay_schema") == [(SCHEMA_VERSION,)]
+    assert sql(db_path, "SELECT version, writable_by FROM assay_schema") == [
+        (SCHEMA_VERSION, WRITABLE_BY)]
     tables = {r[0] for r in sql(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"assay_schema", "traces", "spans", "trace_tags", "trace_metadata"} <= tables
 
@@ -143,7 +144,7 @@ def test_a_file_store_reads_through_a_memory_map(db_path, stores):
 def test_store_with_a_newer_schema_version_is_refused(db_path, stores):
     stores(f"sqlite:///{db_path}").count(experiment=None)
     with closing(sqlite3.connect(db_path)) as con, con:
-        con.execute("UPDATE assay_schema SET version = 99")
+        con.execute("UPDATE assay_schema SET version = 99, writable_by = 99")
 
     newer = stores(f"sqlite:///{db_path}")
     with pytest.raises(assay.StoreError, match=r"schema version 99") as err:
@@ -157,7 +158,7 @@ def test_store_with_a_newer_schema_version_is_refused(db_path, stores):
 def test_configure_refuses_a_store_with_a_newer_schema(db_path, stores):
     stores(f"sqlite:///{db_path}").count(experiment=None)
     with closing(sqlite3.connect(db_path)) as con, con:
-        con.execute("UPDATE assay_schema SET version = 99")
+        con.execute("UPDATE assay_schema SET version = 99, writable_by = 99")
     with pytest.raises(assay.StoreError, match=r"schema version 99"):
         assay.configure(store=f"sqlite:///{db_path}", experiment="test")
 
@@ -165,7 +166,7 @@ def test_configure_refuses_a_store_with_a_newer_schema(db_path, stores):
 def test_a_traced_call_with_a_newer_schema_store_raises_nothing(db_path, stores, monkeypatch):
     stores(f"sqlite:///{db_path}").count(experiment=None)
     with closing(sqlite3.connect(db_path)) as con, con:
-        con.execute("UPDATE assay_schema SET version = 99")
+        con.execute("UPDATE assay_schema SET version = 99, writable_by = 99")
     monkeypatch.setenv("ASSAY_STORE", f"sqlite:///{db_path}")
 
     @assay.trace
