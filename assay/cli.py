@@ -6,8 +6,11 @@
                                              the newest runs
     assay runs show RUN                      a run: params, metrics, tags, worst rows
     assay runs compare RUN BASELINE          a run against a baseline run, row by row
-    assay traces list [--experiment NAME]    the newest traces
+    assay traces list [--filter F] [--order-by KEY] [--count] [--json]
+                                             the newest traces, or those a filter finds
     assay traces show TRACE_ID               one trace as a tree
+    assay traces delete [--filter F] [--older-than AGE] [--dry-run]
+                                             delete traces (retention)
     assay db upgrade --store URI             upgrade an older store's schema
 
 A RUN or BASELINE is a run id, a run name (its latest run) or a ``search_runs``
@@ -146,14 +149,38 @@ def _cmd_traces_list(args: argparse.Namespace) -> int:
     import assay
 
     assay.configure(store=args.store)
-    frame = assay.search_traces(experiment=args.experiment, max_results=args.max_results,
-                                include_spans=False)
-    if frame.empty:
+    try:
+        if args.count:
+            n = assay.count_traces(args.filter, experiment=args.experiment)
+            print(json.dumps({"count": n}) if args.json else n)
+            return 0
+        traces = assay.search_traces(args.filter, experiment=args.experiment,
+                                     order_by=args.order_by, max_results=args.max_results,
+                                     page_token=args.page_token, include_spans=False,
+                                     return_type="list")
+    except ValueError as exc:  # a malformed filter, ordering or page token
+        raise UsageError(str(exc)) from None
+    token = traces.next_page_token
+    if args.json:
+        print(json.dumps({"traces": [t.info.to_dict() for t in traces],
+                          "next_page_token": token}, ensure_ascii=False))
+        return 0
+    if not traces:
         print("no traces")
         return 0
-    with _pandas_display():
-        print(frame[["trace_id", "name", "experiment", "state", "execution_time_ms"]]
-              .to_string(index=False))
+    rows = []
+    for t in traces:
+        info = t.info
+        feedback = ", ".join(f"{a.name}={_short(a.value, 12)}" for a in info.assessments
+                             if a.valid and a.kind == "feedback")
+        rows.append([info.trace_id, _when(info.timestamp_ms), _line(info.name or "-", 30),
+                     info.experiment, info.state,
+                     "-" if info.execution_time_ms is None else f"{info.execution_time_ms:.1f}",
+                     _line(feedback, 40) if feedback else "-"])
+    print(_table(["trace_id", "started (UTC)", "name", "experiment", "state", "ms",
+                  "feedback"], rows))
+    if token is not None:
+        print(f"more: add --page-token {token}", file=sys.stderr)
     return 0
 
 
@@ -163,17 +190,66 @@ def _cmd_traces_show(args: argparse.Namespace) -> int:
     assay.configure(store=args.store)
     trace = assay.get_trace(args.trace_id)
     if trace is None:
-        print(f"no trace {args.trace_id} in {args.store}", file=sys.stderr)
+        print(f"no trace {args.trace_id} in {_store_uri(args)}", file=sys.stderr)
         return 1
     print(render_tree(trace))
     return 0
 
 
-def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def _older_than(text: str) -> Any:
+    """``--older-than``: an age (``30d``, ``12h``, ``90m``, ``2w``) as a ``timedelta``,
+    or an ISO date, passed on as it is."""
+    from datetime import timedelta
+
+    value = text.strip().lower()
+    if value[-1:] in _AGE_UNITS and value[:-1].replace(".", "", 1).isdigit():
+        return timedelta(seconds=float(value[:-1]) * _AGE_UNITS[value[-1]])
+    return text
+
+
+def _cmd_traces_delete(args: argparse.Namespace) -> int:
+    import assay
+    from assay.store.query import cutoff_ms
+
+    if not args.filter and args.older_than is None:
+        raise UsageError("say which traces: --filter F, --older-than AGE, or both (every "
+                         "trace: --filter \"trace.timestamp_ms >= 0\")")
+    older_than = None if args.older_than is None else _older_than(args.older_than)
+    where = "every experiment" if args.experiment == "*" else f"experiment {args.experiment}"
+    assay.configure(store=args.store)
+    try:
+        cutoff = None if older_than is None else cutoff_ms(older_than)
+    except ValueError:
+        raise UsageError(f"--older-than {args.older_than!r}: expected an age such as 30d, "
+                         "12h or 2w, or an ISO date such as 2026-01-31") from None
+    try:
+        if args.dry_run:
+            parts = [f"({args.filter})" if args.filter else "",
+                     "" if cutoff is None else f"trace.timestamp_ms < {cutoff}"]
+            n = assay.count_traces(" AND ".join(p for p in parts if p),
+                                   experiment=args.experiment)
+            print(f"would delete {n:,} trace(s) of {where} in {_store_uri(args)}")
+            return 0
+        n = assay.delete_traces(args.filter, experiment=args.experiment, older_than=older_than)
+    except ValueError as exc:  # a malformed filter
+        raise UsageError(str(exc)) from None
+    print(f"deleted {n:,} trace(s) of {where} from {_store_uri(args)}")
+    return 0
+
+
+def _store_uri(args: argparse.Namespace) -> str:
     from assay.config import settings_from_env
+
+    return str(args.store or settings_from_env().store)
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from assay.store import open_store
 
-    uri = args.store or settings_from_env().store
+    uri = _store_uri(args)
     before, after = open_store(uri).upgrade()
     if before == after:
         print(f"{uri} is at schema version {after}; nothing to do")
@@ -644,15 +720,35 @@ def _parser() -> argparse.ArgumentParser:
 
     traces = sub.add_parser("traces", help="look at stored traces")
     tsub = traces.add_subparsers(dest="traces_command", required=True)
-    lst = tsub.add_parser("list", help="the newest traces")
+    lst = tsub.add_parser("list", help="the newest traces, or those a filter finds")
     _add_store(lst)
     lst.add_argument("--experiment", default="*", help="experiment ('*' for all)")
-    lst.add_argument("-n", "--max-results", type=int, default=20)
+    lst.add_argument("--filter", default=None, metavar="F",
+                     help="a search_traces filter, e.g. \"trace.status = 'ERROR'\"")
+    lst.add_argument("--order-by", action="append", default=None, metavar="KEY",
+                     help="e.g. 'execution_time_ms DESC' (repeatable; default: newest first)")
+    lst.add_argument("-n", "--max-results", type=_positive_int, default=20, metavar="N",
+                     help="traces to show (default 20)")
+    lst.add_argument("--page-token", default=None, metavar="T",
+                     help="continue after the page that printed it")
+    lst.add_argument("--count", action="store_true", help="print how many match, only")
+    lst.add_argument("--json", action="store_true",
+                     help="print JSON: the traces' info and the next page's token")
     lst.set_defaults(handler=_cmd_traces_list)
     show = tsub.add_parser("show", help="one trace as a tree")
     show.add_argument("trace_id")
     _add_store(show)
     show.set_defaults(handler=_cmd_traces_show)
+    delete = tsub.add_parser("delete", help="delete traces (retention): by filter, age or both")
+    _add_store(delete)
+    delete.add_argument("--experiment", default="*", help="experiment ('*' for all)")
+    delete.add_argument("--filter", default=None, metavar="F", help="a search_traces filter")
+    delete.add_argument("--older-than", default=None, metavar="AGE",
+                        help="started more than AGE ago (30d, 12h, 2w) or before a date "
+                             "(2026-01-31)")
+    delete.add_argument("--dry-run", action="store_true",
+                        help="count what would be deleted, delete nothing")
+    delete.set_defaults(handler=_cmd_traces_delete)
     db = sub.add_parser("db", help="manage the trace store")
     dsub = db.add_subparsers(dest="db_command", required=True)
     upgrade = dsub.add_parser("upgrade", help="upgrade an older store's schema")

@@ -38,6 +38,7 @@ class InvalidFilter(AssayError, ValueError):
     """A search filter string is malformed.
 
     Attributes:
+        message: what is wrong, without the position or the filter.
         filter_string: the filter as given.
         position: the 0-based character offset where parsing failed.
         hint: what was expected there, or a did-you-mean suggestion.
@@ -45,6 +46,7 @@ class InvalidFilter(AssayError, ValueError):
 
     def __init__(self, message: str, *, filter_string: str = "", position: int = 0,
                  hint: str | None = None) -> None:
+        self.message = message
         self.filter_string = filter_string
         self.position = position
         self.hint = hint

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 
@@ -196,3 +199,101 @@ def test_demo_scorers_judge_the_bundled_rows(monkeypatch):
                               ).value == pytest.approx(2 / 3)
     assert demo.fact_coverage.passed(1.0) and not demo.fact_coverage.passed(0.5)
     assert [s.name for s in demo.scorers()][-1] == "token_usage"  # no judge configured
+
+
+# -- assay traces list / delete with the filter language -------------------------------
+
+
+def _listed(out: str) -> list[list[str]]:
+    """The rows of a ``traces list`` table (without its header), split on spaces."""
+    return [line.split() for line in out.strip().splitlines()[1:]]
+
+
+def test_traces_list_takes_a_filter_an_order_and_pages(demo_twice, capsys):
+    from assay.cli import main
+
+    store = demo_twice[0]
+    assert main(["traces", "list", "--store", store, "--filter", "trace.status = 'ERROR'"]) == 0
+    failed = _listed(capsys.readouterr().out)
+    assert len(failed) == 2 * FAILED and all(row[5] == "ERROR" for row in failed)
+
+    assert main(["traces", "list", "--store", store, "--count",
+                 "--filter", "feedback.exact_match = false"]) == 0
+    assert capsys.readouterr().out == f"{2 * (QUESTIONS - RIGHT - FAILED)}\n"
+
+    assert main(["traces", "list", "--store", store, "-n", "5",
+                 "--order-by", "execution_time_ms DESC"]) == 0
+    durations = [float(row[6]) for row in _listed(capsys.readouterr().out)]
+    assert len(durations) == 5 and durations == sorted(durations, reverse=True)
+
+    seen: list[str] = []
+    token: list[str] = []
+    while True:
+        assert main(["traces", "list", "--store", store, "-n", "15", *token]) == 0
+        out, err = capsys.readouterr()
+        seen += [row[0] for row in _listed(out)]
+        if "--page-token" not in err:
+            break
+        token = ["--page-token", err.split("--page-token ")[1].split()[0]]
+    assert len(seen) == len(set(seen)) == 2 * QUESTIONS
+
+    assert main(["traces", "list", "--store", store, "--json", "-n", "50",
+                 "--filter", "tags.app = 'support-bot' AND trace.status = 'OK'"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["next_page_token"] is None
+    assert len(listed["traces"]) == 2 * (QUESTIONS - FAILED)
+    assert {t["state"] for t in listed["traces"]} == {"OK"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--filter", "staus = 'OK'"], "did you mean 'trace.status'"),
+    (["--order-by", "executon_time_ms DESC"],
+     "cannot order by 'executon_time_ms': unknown field 'executon_time_ms' — did you mean "
+     "'trace.execution_time_ms'"),
+    (["--page-token", "not-a-token"], "page_token 'not-a-token' is not a token returned"),
+])
+def test_traces_list_names_what_is_wrong_with_its_arguments(demo_twice, capsys, args, message):
+    from assay.cli import main
+
+    assert main(["traces", "list", "--store", demo_twice[0], *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_traces_delete_by_filter_and_age(demo_twice, tmp_path, capsys):
+    from assay.cli import main
+
+    db = tmp_path / "copy.db"
+    shutil.copy(demo_twice[0][len("sqlite:///"):], db)
+    store = f"sqlite:///{db}"
+    failed = "trace.status = 'ERROR'"
+    assert main(["traces", "delete", "--store", store, "--filter", failed,
+                 "--older-than", "0s", "--dry-run"]) == 0
+    assert capsys.readouterr().out == \
+        f"would delete {2 * FAILED} trace(s) of every experiment in {store}\n"
+    assert main(["traces", "delete", "--store", store, "--older-than", "30d"]) == 0
+    assert capsys.readouterr().out.startswith("deleted 0 trace(s)")  # all traced just now
+    assert main(["traces", "delete", "--store", store, "--filter", failed,
+                 "--experiment", "demo"]) == 0
+    assert capsys.readouterr().out == \
+        f"deleted {2 * FAILED} trace(s) of experiment demo from {store}\n"
+    assert main(["traces", "list", "--store", store, "--count"]) == 0
+    assert capsys.readouterr().out == f"{2 * (QUESTIONS - FAILED)}\n"
+
+    assert main(["traces", "delete", "--store", store]) == 2
+    assert "--filter F, --older-than AGE, or both" in capsys.readouterr().err
+    assert main(["traces", "delete", "--store", store, "--older-than", "5x"]) == 2
+    assert "expected an age such as 30d" in capsys.readouterr().err
+    assert main(["traces", "delete", "--store", store, "--filter", "tags.x = "]) == 2
+    assert main(["traces", "list", "--store", store, "--count"]) == 0
+    assert capsys.readouterr().out == f"{2 * (QUESTIONS - FAILED)}\n"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("1.5H", timedelta(minutes=90)),
+    ("2w", timedelta(weeks=2)), ("45s", timedelta(seconds=45)), ("90m", timedelta(minutes=90)),
+    ("2026-01-31", "2026-01-31"), ("d", "d"),
+])
+def test_older_than_reads_an_age_or_passes_a_date_on(text, expected):
+    from assay.cli import _older_than
+
+    assert _older_than(text) == expected

@@ -53,7 +53,7 @@ def order_field(text: str, item: str, parse: Callable[[str], Any], what: str = "
     try:
         parsed = parse(f"{text} IS NULL")
     except InvalidFilter as exc:
-        raise InvalidFilter(f"cannot order {what}by {text!r}: {exc.args[0].splitlines()[0]}",
+        raise InvalidFilter(f"cannot order {what}by {text!r}: {exc.message}",
                             filter_string=item, position=0) from None
     assert isinstance(parsed, Comparison)
     return parsed.field

@@ -177,12 +177,17 @@ def delete_traces(filter_string: str | None = None, *, experiment: str | None = 
     """
     if not filter_string and older_than is None:
         raise ValueError("delete_traces() needs filter_string or older_than")
-    before_ms = None if older_than is None else _cutoff_ms(older_than)
+    before_ms = None if older_than is None else cutoff_ms(older_than)
     return store().delete_traces(experiment=_experiment(experiment),
                                  filter_string=filter_string or None, before_ms=before_ms)
 
 
-def _cutoff_ms(older_than: timedelta | datetime | str) -> int:
+def cutoff_ms(older_than: timedelta | datetime | str) -> int:
+    """The epoch milliseconds before which a trace is ``older_than``.
+
+    Raises:
+        ValueError: not a timedelta, a datetime or an ISO date.
+    """
     if isinstance(older_than, timedelta):
         return int((datetime.now(timezone.utc) - older_than).timestamp() * 1000)
     if isinstance(older_than, datetime):
@@ -193,7 +198,7 @@ def _cutoff_ms(older_than: timedelta | datetime | str) -> int:
 
         parsed = parse_iso_datetime(older_than)
         if parsed is not None:
-            return _cutoff_ms(parsed)
+            return cutoff_ms(parsed)
     raise ValueError(f"older_than={older_than!r}: expected a timedelta, a datetime or an "
                      "ISO date such as '2026-01-31'")
 

@@ -762,6 +762,8 @@ def test_an_order_by_naming_no_field_says_which_item(corpus):
     with pytest.raises(assay.InvalidFilter, match="cannot order by 'nonsense'") as info:
         assay.search_traces(order_by=["timestamp_ms", "nonsense DESC"])
     assert info.value.filter_string == "nonsense DESC"
+    assert str(info.value).splitlines()[0] == \
+        "cannot order by 'nonsense': unknown field 'nonsense' at position 0"
 
 
 def _stable_walk(db_uri: str, order_by: list[str], fresh: Callable[[int], list[Case]]
