@@ -101,7 +101,8 @@ def _line(value: Any, width: int = 60) -> str:
 
 
 def render_tree(trace: Any) -> str:
-    """A trace as an indented tree: name, type, status, duration, inputs -> outputs."""
+    """A trace as an indented tree: its tags, metadata and valid assessments, then
+    each span's name, type, status, duration, inputs -> outputs."""
     info = trace.info
     when = datetime.fromtimestamp(info.timestamp_ms / 1000, tz=timezone.utc)
     lines = [f"trace {info.trace_id}  {info.name}  {info.state}  "
@@ -110,6 +111,16 @@ def render_tree(trace: Any) -> str:
         lines.append(f"  tags: {info.tags}")
     if info.metadata:
         lines.append(f"  metadata: {info.metadata}")
+    for kind in ("feedback", "expectation"):
+        valid = sorted(trace.search_assessments(kind=kind),
+                       key=lambda a: (a.name, a.created_time_ms))
+        if valid:
+            lines.append(f"  {'feedback' if kind == 'feedback' else 'expectations'}:")
+        for a in valid:
+            source = a.source_type + (f" {a.source_id}" if a.source_id else "")
+            value = f"error: {_line(a.error, 40)}" if a.error else _short(a.value, 40)
+            why = f"  {_line(a.rationale, 50)}" if a.rationale else ""
+            lines.append(f"    {a.name} = {value}  [{source}]{why}")
     for depth, span in trace.walk():
         mark = "✗" if span.status == "ERROR" else "✓"
         lines.append(f"{'  ' * (depth + 1)}{mark} {span.name} [{span.span_type}] "

@@ -297,3 +297,26 @@ def test_older_than_reads_an_age_or_passes_a_date_on(text, expected):
     from assay.cli import _older_than
 
     assert _older_than(text) == expected
+
+
+def test_traces_show_lists_the_valid_assessments(demo_twice, tmp_path, capsys):
+    from assay.cli import main
+
+    db = tmp_path / "copy.db"
+    shutil.copy(demo_twice[0][len("sqlite:///"):], db)
+    store = f"sqlite:///{db}"
+    assay.configure(store=store, experiment="demo")
+    trace = assay.search_traces("feedback.exact_match = false", return_type="list",
+                                max_results=1)[0]
+    judged = trace.search_assessments("exact_match")[0]
+    assay.override_feedback(trace.trace_id, judged.assessment_id, True,
+                            rationale="a paraphrase of the reference", source_id="reviewer-1")
+    assay.log_expectation(trace.trace_id, "expected_facts", ["3 to 5 days"])
+    assert main(["traces", "show", trace.trace_id, "--store", store]) == 0
+    out = capsys.readouterr().out
+    head = out.split("✓", 1)[0].split("✗", 1)[0]  # before the spans
+    feedback = head.split("  feedback:\n", 1)[1].split("  expectations:\n")[0].splitlines()
+    names = [line.split(" = ")[0].strip() for line in feedback]
+    assert names == sorted(names) and len(names) == len(set(names)) >= 5
+    assert "    exact_match = true  [HUMAN reviewer-1]  a paraphrase of the reference" in feedback
+    assert "    expected_facts = [\"3 to 5 days\"]  [HUMAN]" in head
