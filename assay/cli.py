@@ -162,10 +162,10 @@ def _cmd_traces_list(args: argparse.Namespace) -> int:
     assay.configure(store=args.store)
     try:
         if args.count:
-            n = assay.count_traces(args.filter, experiment=args.experiment)
+            n = assay.count_traces(args.filter, experiment=_experiments(args))
             print(json.dumps({"count": n}) if args.json else n)
             return 0
-        traces = assay.search_traces(args.filter, experiment=args.experiment,
+        traces = assay.search_traces(args.filter, experiment=_experiments(args),
                                      order_by=args.order_by, max_results=args.max_results,
                                      page_token=args.page_token, include_spans=False,
                                      return_type="list")
@@ -229,7 +229,9 @@ def _cmd_traces_delete(args: argparse.Namespace) -> int:
         raise UsageError("say which traces: --filter F, --older-than AGE, or both (every "
                          "trace: --filter \"trace.timestamp_ms >= 0\")")
     older_than = None if args.older_than is None else _older_than(args.older_than)
-    where = "every experiment" if args.experiment == "*" else f"experiment {args.experiment}"
+    experiments = _experiments(args)
+    names = [experiments] if isinstance(experiments, str) else sorted(experiments)
+    where = "every experiment" if experiments == "*" else f"experiment {', '.join(names)}"
     assay.configure(store=args.store)
     try:
         cutoff = None if older_than is None else cutoff_ms(older_than)
@@ -241,14 +243,20 @@ def _cmd_traces_delete(args: argparse.Namespace) -> int:
             parts = [f"({args.filter})" if args.filter else "",
                      "" if cutoff is None else f"trace.timestamp_ms < {cutoff}"]
             n = assay.count_traces(" AND ".join(p for p in parts if p),
-                                   experiment=args.experiment)
+                                   experiment=experiments)
             print(f"would delete {n:,} trace(s) of {where} in {_store_uri(args)}")
             return 0
-        n = assay.delete_traces(args.filter, experiment=args.experiment, older_than=older_than)
+        n = assay.delete_traces(args.filter, experiment=experiments, older_than=older_than)
     except ValueError as exc:  # a malformed filter
         raise UsageError(str(exc)) from None
     print(f"deleted {n:,} trace(s) of {where} from {_store_uri(args)}")
     return 0
+
+
+def _experiments(args: argparse.Namespace) -> str | list[str]:
+    """``--experiment`` (repeatable) as ``search_traces`` takes it: ``"*"`` when none."""
+    given = args.experiment or ["*"]
+    return given[0] if len(given) == 1 else given
 
 
 def _store_uri(args: argparse.Namespace) -> str:
@@ -733,7 +741,8 @@ def _parser() -> argparse.ArgumentParser:
     tsub = traces.add_subparsers(dest="traces_command", required=True)
     lst = tsub.add_parser("list", help="the newest traces, or those a filter finds")
     _add_store(lst)
-    lst.add_argument("--experiment", default="*", help="experiment ('*' for all)")
+    lst.add_argument("--experiment", action="append", metavar="NAME",
+                     help="an experiment (repeatable; default: every experiment)")
     lst.add_argument("--filter", default=None, metavar="F",
                      help="a search_traces filter, e.g. \"trace.status = 'ERROR'\"")
     lst.add_argument("--order-by", action="append", default=None, metavar="KEY",
@@ -752,7 +761,8 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_cmd_traces_show)
     delete = tsub.add_parser("delete", help="delete traces (retention): by filter, age or both")
     _add_store(delete)
-    delete.add_argument("--experiment", default="*", help="experiment ('*' for all)")
+    delete.add_argument("--experiment", action="append", metavar="NAME",
+                        help="an experiment (repeatable; default: every experiment)")
     delete.add_argument("--filter", default=None, metavar="F", help="a search_traces filter")
     delete.add_argument("--older-than", default=None, metavar="AGE",
                         help="started more than AGE ago (30d, 12h, 2w) or before a date "

@@ -279,6 +279,12 @@ def test_traces_delete_by_filter_and_age(demo_twice, tmp_path, capsys):
     assert main(["traces", "list", "--store", store, "--count"]) == 0
     assert capsys.readouterr().out == f"{2 * (QUESTIONS - FAILED)}\n"
 
+    assert main(["traces", "delete", "--store", store, "--filter", "trace.status = 'OK'",
+                 "--experiment", "nope", "--experiment", "demo", "--dry-run"]) == 0
+    assert capsys.readouterr().out == (f"would delete {2 * (QUESTIONS - FAILED)} trace(s) "
+                                       f"of experiment demo, nope in {store}\n")
+    assert main(["traces", "list", "--store", store, "--count", "--experiment", "nope"]) == 0
+    assert capsys.readouterr().out == "0\n"
     assert main(["traces", "delete", "--store", store]) == 2
     assert "--filter F, --older-than AGE, or both" in capsys.readouterr().err
     assert main(["traces", "delete", "--store", store, "--older-than", "5x"]) == 2

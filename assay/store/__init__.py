@@ -98,7 +98,7 @@ class LazyStore:
     def get_trace(self, trace_id: str) -> Trace | None:
         return self.sql.get_trace(trace_id)
 
-    def search(self, *, experiment: str | None, max_results: int = 100,
+    def search(self, *, experiment: str | Sequence[str] | None, max_results: int = 100,
                page_token: str | None = None, order: Literal["newest", "oldest"] = "newest",
                include_spans: bool = True, filter_string: str | None = None,
                order_by: list[str] | None = None) -> TracePage:
@@ -106,8 +106,8 @@ class LazyStore:
                                page_token=page_token, order=order, include_spans=include_spans,
                                filter_string=filter_string, order_by=order_by)
 
-    def delete_traces(self, *, experiment: str | None, filter_string: str | None,
-                      before_ms: int | None) -> int:
+    def delete_traces(self, *, experiment: str | Sequence[str] | None,
+                      filter_string: str | None, before_ms: int | None) -> int:
         return self.sql.delete_traces(experiment=experiment, filter_string=filter_string,
                                       before_ms=before_ms)
 
@@ -171,7 +171,8 @@ class LazyStore:
     def delete_run(self, run_id: str) -> bool:
         return self.sql.delete_run(run_id)
 
-    def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
+    def count(self, *, experiment: str | Sequence[str] | None,
+              filter_string: str | None = None) -> int:
         return self.sql.count(experiment=experiment, filter_string=filter_string)
 
     def count_spans(self) -> int:

@@ -83,22 +83,24 @@ class TraceStore(Protocol):
     def get_trace(self, trace_id: str) -> Trace | None:
         """The trace with its spans, or ``None``."""
 
-    def search(self, *, experiment: str | None, max_results: int, page_token: str | None,
+    def search(self, *, experiment: str | Sequence[str] | None, max_results: int,
+               page_token: str | None,
                order: Literal["newest", "oldest"] = "newest",
                include_spans: bool = True, filter_string: str | None = None,
                order_by: list[str] | None = None) -> TracePage:
-        """One page of the traces of an experiment (all when ``None``) that match
+        """One page of the traces of an experiment (several; all when ``None``) that match
         ``filter_string``, ordered by ``order_by`` (newest first by default)."""
 
-    def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
+    def count(self, *, experiment: str | Sequence[str] | None,
+              filter_string: str | None = None) -> int:
         """How many traces match, without fetching them."""
 
     def log_assessment(self, assessment: Assessment) -> None:
         """Store feedback or an expectation; it overrides the valid one of the same
         trace, kind, name and source."""
 
-    def delete_traces(self, *, experiment: str | None, filter_string: str | None,
-                      before_ms: int | None) -> int:
+    def delete_traces(self, *, experiment: str | Sequence[str] | None,
+                      filter_string: str | None, before_ms: int | None) -> int:
         """Delete matching traces (started before ``before_ms`` when given) and
         everything attached to them; returns how many were deleted."""
 

@@ -16,14 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, distinct, func, select
+from sqlalchemy import and_, bindparam, case, distinct, func, select, true
 from sqlalchemy.engine import Dialect
 
 from assay.store import ordering
 from assay.store import schema as s
 
-__all__ = ["PAGE_COLUMNS", "RARE_MATCHES", "SearchPlan", "Sql", "bounded_matches", "build_count",
-           "build_plan", "plan_cache", "where_clause"]
+__all__ = ["PAGE_COLUMNS", "RARE_MATCHES", "Scope", "SearchPlan", "Sql", "bounded_matches",
+           "build_count", "build_plan", "in_scope", "plan_cache", "scope_of", "where_clause"]
 
 #: The trace columns a page reads, in the order ``pages.assemble`` takes them;
 #: the sort values follow.
@@ -72,6 +72,39 @@ class SearchPlan:
     bound: tuple[str, Any] | None
 
 
+#: What a search is scoped to: one experiment, several (sorted, at least two) or,
+#: with ``None``, every one.
+Scope = str | tuple[str, ...] | None
+
+
+def scope_of(experiment: str | Sequence[str] | None) -> Scope:
+    """A search's experiments as a :data:`Scope` (one name stays a name).
+
+    Raises:
+        ValueError: not a name, a sequence of names or ``None``; an empty sequence.
+    """
+    if experiment is None or isinstance(experiment, str):
+        return experiment
+    names = sorted(set(experiment)) if isinstance(experiment, (list, tuple, set, frozenset)) \
+        else None
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"experiment={experiment!r}: expected an experiment name, a "
+                         "non-empty list of names, or '*' for every experiment")
+    return names[0] if len(names) == 1 else tuple(names)
+
+
+def in_scope(column: Any, experiment: Scope) -> Any:
+    """``column`` (an experiment name) is within ``experiment``'s scope (``None``:
+    true)."""
+    if experiment is None:
+        return true()
+    if isinstance(experiment, str):
+        return column == experiment
+    # One parameter a name (an expanding IN could not be compiled ahead of the
+    # page token's values).
+    return column.in_([bindparam(None, name, unique=True) for name in experiment])
+
+
 def _compiled(stmt: Any, dialect: Dialect) -> Sql:
     compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     values = {key: value for key, value in compiled.params.items()
@@ -80,7 +113,7 @@ def _compiled(stmt: Any, dialect: Dialect) -> Sql:
     return Sql(compiled.string, names, values)
 
 
-def build_plan(dialect: Dialect, fts: bool, experiment: str | None, filter_string: str | None,
+def build_plan(dialect: Dialect, fts: bool, experiment: Scope, filter_string: str | None,
                order_by: tuple[str, ...] | None, max_results: int, after: bool) -> SearchPlan:
     """The plan for a search (``after``: it continues after a page token).
 
@@ -95,10 +128,10 @@ def build_plan(dialect: Dialect, fts: bool, experiment: str | None, filter_strin
         compile_filter,
     )
 
-    keys = ordering.parse_order_by(list(order_by) if order_by is not None else None)
+    keys = ordering.parse_order_by(list(order_by) if isinstance(order_by, tuple) else order_by)
     expr = parse_filter(filter_string) if filter_string else None
     text = filter_string or ""
-    if expr is not None and experiment is not None \
+    if expr is not None and isinstance(experiment, str) \
             and [k.label for k in keys] == ["timestamp_ms", "trace_id"]:
         valued = compile_assessment_page(expr, dialect=dialect.name, fts=fts, filter_string=text)
         if valued is not None:
@@ -109,7 +142,7 @@ def build_plan(dialect: Dialect, fts: bool, experiment: str | None, filter_strin
     probe = None
     if expr is not None and dialect.name == "sqlite":
         probe = compile_correlated(expr, dialect=dialect.name, fts=fts, filter_string=text)
-    scope = [] if experiment is None else [s.traces.c.experiment == experiment]
+    scope = [] if experiment is None else [in_scope(s.traces.c.experiment, experiment)]
     token = [ordering.keyset_condition(keys, [bindparam(f"{_AFTER}{i}")
                                               for i in range(len(keys))])] if after else []
     columns = [s.traces.c[name] for name in PAGE_COLUMNS]
@@ -183,9 +216,9 @@ def bounded_matches(bound: tuple[str, Any], count: Callable[[Sql], int]) -> int:
     return min((bounded_matches(part, count) for part in what), default=RARE_MATCHES)
 
 
-def where_clause(dialect: str, fts: bool, experiment: str | None,
+def where_clause(dialect: str, fts: bool, experiment: Scope,
                  filter_string: str | None) -> Any:
-    """The WHERE condition on ``traces`` for a filter in an experiment (or all).
+    """The WHERE condition on ``traces`` for a filter in an experiment (several, all).
 
     Raises:
         InvalidFilter: the filter is malformed.
@@ -195,10 +228,11 @@ def where_clause(dialect: str, fts: bool, experiment: str | None,
 
     expr = parse_filter(filter_string) if filter_string else None
     cond = compile_filter(expr, dialect=dialect, fts=fts, filter_string=filter_string or "")
-    return cond if experiment is None else and_(s.traces.c.experiment == experiment, cond)
+    return cond if experiment is None else and_(in_scope(s.traces.c.experiment, experiment),
+                                                cond)
 
 
-def build_count(dialect: Dialect, fts: bool, experiment: str | None,
+def build_count(dialect: Dialect, fts: bool, experiment: Scope,
                 filter_string: str | None) -> Sql:
     """The SQL counting a filter's matches.
 
@@ -228,7 +262,7 @@ def build_count(dialect: Dialect, fts: bool, experiment: str | None,
         # trace's assessments carry its experiment; others, NULL).
         a, cond = valued
         scope = a.c.experiment.is_not(None) if experiment is None \
-            else a.c.experiment == experiment
+            else in_scope(a.c.experiment, experiment)
         return _compiled(select(func.count(distinct(a.c.trace_id))).where(cond, scope), dialect)
     sub = None if expr is None else compile_span_members(
         expr, dialect=dialect.name, fts=fts, filter_string=filter_string or "")
@@ -238,6 +272,8 @@ def build_count(dialect: Dialect, fts: bool, experiment: str | None,
     by_spans = select(func.count(distinct(ids.c.trace_id)))
     if experiment is None:
         return _compiled(by_spans, dialect)
+    if not isinstance(experiment, str):
+        return _compiled(general, dialect)
     name = s.traces.c.experiment
     only = and_(select(func.min(name)).scalar_subquery() == experiment,
                 select(func.max(name)).scalar_subquery() == experiment)

@@ -6,6 +6,7 @@ what users asked for (a pandas frame or a list of :class:`~assay.Trace`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -79,7 +80,8 @@ def traces_to_frame(traces: list[Trace]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
 
 
-def search_traces(filter_string: str | None = None, *, experiment: str | None = None,
+def search_traces(filter_string: str | None = None, *,
+                  experiment: str | Sequence[str] | None = None,
                   order_by: list[str] | None = None, max_results: int = 100,
                   page_token: str | None = None, include_spans: bool = True,
                   return_type: Literal["pandas", "list"] = "pandas") -> Any:
@@ -92,8 +94,8 @@ def search_traces(filter_string: str | None = None, *, experiment: str | None = 
             ``"tags.env IN ('prod', 'staging') OR feedback.correct = false"``,
             ``"span.attributes.gen_ai.usage.input_tokens > 1000"``,
             ``"trace.timestamp_ms > '2026-01-01' AND trace.text LIKE '%refund%'"``.
-        experiment: the experiment to search (default: the configured one);
-            ``"*"`` searches every experiment.
+        experiment: the experiment to search (default: the configured one), a
+            list of experiments, or ``"*"`` for every experiment.
         order_by: e.g. ``["execution_time_ms DESC"]``, ``["tags.user", "timestamp_ms"]``
             over trace fields, ``tags.<key>`` and ``metadata.<key>``; the trace id
             breaks ties. Default: newest first.
@@ -111,7 +113,8 @@ def search_traces(filter_string: str | None = None, *, experiment: str | None = 
     Raises:
         InvalidFilter: the filter or ``order_by`` is malformed (the message shows
             where and what was expected).
-        ValueError: a bad ``max_results``, ``return_type`` or ``page_token``.
+        ValueError: a bad ``max_results``, ``return_type``, ``page_token`` or
+            ``experiment``.
 
     Example:
         >>> df = assay.search_traces("trace.status = 'ERROR'", max_results=10)
@@ -132,18 +135,34 @@ def search_traces(filter_string: str | None = None, *, experiment: str | None = 
     return frame
 
 
-def _experiment(experiment: str | None) -> str | None:
+def _experiment(experiment: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+    """The experiments a search covers: the configured one for ``None``, every one
+    (``None``) for ``"*"``, else the name or names given.
+
+    Raises:
+        ValueError: not a name or a non-empty list of names.
+    """
     if experiment is None:
         return _runtime.current().experiment
-    return None if experiment == "*" else experiment
+    if experiment == "*":
+        return None
+    if isinstance(experiment, str) and experiment:
+        return experiment
+    if isinstance(experiment, (list, tuple, set, frozenset)) and experiment \
+            and all(isinstance(name, str) and name for name in experiment):
+        return None if "*" in experiment else tuple(sorted(set(experiment)))
+    raise ValueError(f"experiment={experiment!r}: expected an experiment name, a list of "
+                     "names, or '*' for every experiment")
 
 
-def count_traces(filter_string: str | None = None, *, experiment: str | None = None) -> int:
+def count_traces(filter_string: str | None = None, *,
+                 experiment: str | Sequence[str] | None = None) -> int:
     """How many stored traces match ``filter_string``, without fetching them.
 
     Args:
         filter_string: as for :func:`search_traces`.
-        experiment: the experiment (default: the configured one); ``"*"`` for all.
+        experiment: the experiment (default: the configured one), a list of
+            experiments, or ``"*"`` for all.
 
     Example:
         >>> assay.count_traces("trace.status = 'ERROR'")
@@ -153,13 +172,15 @@ def count_traces(filter_string: str | None = None, *, experiment: str | None = N
                           filter_string=filter_string or None)
 
 
-def delete_traces(filter_string: str | None = None, *, experiment: str | None = None,
+def delete_traces(filter_string: str | None = None, *,
+                  experiment: str | Sequence[str] | None = None,
                   older_than: timedelta | datetime | str | None = None) -> int:
     """Delete stored traces (their spans, tags, metadata and assessments with them).
 
     Args:
         filter_string: which traces, as for :func:`search_traces`.
-        experiment: the experiment (default: the configured one); ``"*"`` for all.
+        experiment: the experiment (default: the configured one), a list of
+            experiments, or ``"*"`` for all.
         older_than: only traces that started before this: a ``timedelta`` (age),
             a ``datetime`` or an ISO date string (naive means UTC).
 

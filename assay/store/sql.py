@@ -43,12 +43,14 @@ from assay.store.pages import assemble, stored_assessment, without_parallel_work
 from assay.store.plans import (
     PAGE_COLUMNS,
     RARE_MATCHES,
+    Scope,
     SearchPlan,
     Sql,
     bounded_matches,
     build_count,
     build_plan,
     plan_cache,
+    scope_of,
     where_clause,
 )
 from assay.store.values import json_text, typed_value
@@ -1135,8 +1137,8 @@ class SqlTraceStore:
 
         return self._retried(write)
 
-    def delete_traces(self, *, experiment: str | None, filter_string: str | None,
-                      before_ms: int | None) -> int:
+    def delete_traces(self, *, experiment: str | Sequence[str] | None,
+                      filter_string: str | None, before_ms: int | None) -> int:
         """Delete the matching traces with everything attached; returns how many."""
         cond = self._where(experiment, filter_string)
         if before_ms is not None:
@@ -1257,12 +1259,12 @@ class SqlTraceStore:
                 traces = assemble(conn, [tuple(row)], include_spans=True)
         return traces[0]
 
-    def _where(self, experiment: str | None, filter_string: str | None) -> Any:
+    def _where(self, experiment: str | Sequence[str] | None, filter_string: str | None) -> Any:
         """The WHERE condition on ``traces`` for a filter."""
-        return where_clause(self._get_engines()[0].dialect.name, self._fts, experiment,
-                            filter_string)
+        return where_clause(self._get_engines()[0].dialect.name, self._fts,
+                            scope_of(experiment), filter_string)
 
-    def search(self, *, experiment: str | None, max_results: int = 100,
+    def search(self, *, experiment: str | Sequence[str] | None, max_results: int = 100,
                page_token: str | None = None, order: Literal["newest", "oldest"] = "newest",
                include_spans: bool = True, filter_string: str | None = None,
                order_by: list[str] | None = None) -> TracePage:
@@ -1280,12 +1282,16 @@ class SqlTraceStore:
         its last match when the rate it found matches at says the page is close;
         if not, the matches are gathered after all.
 
+        ``experiment`` is one name, several, or ``None`` for every experiment.
+
         Raises:
             InvalidFilter: the filter or the ordering is malformed.
-            ValueError: the page token was not issued for this ordering.
+            ValueError: the page token was not issued for this ordering; a
+                malformed ``experiment``.
         """
         from assay.store import ordering
 
+        experiment = scope_of(experiment)
         if order_by is None and order == "oldest":
             order_by = ["timestamp_ms ASC"]
         plan = self._plan(experiment, filter_string, order_by, max_results,
@@ -1309,18 +1315,19 @@ class SqlTraceStore:
             token = ordering.encode_token(plan.keys, list(rows[-1][len(PAGE_COLUMNS):]))
         return TracePage(traces, token)
 
-    def _plan(self, experiment: str | None, filter_string: str | None, order_by: Any,
+    def _plan(self, experiment: Scope, filter_string: str | None, order_by: Any,
               max_results: int, after: bool) -> SearchPlan:
         if isinstance(order_by, list):
             order_by = tuple(order_by)
         return _cached(self._plans, build_plan, self._get_engines()[0].dialect, self._fts,
                        experiment, filter_string, order_by, max_results, after)
 
-    def count(self, *, experiment: str | None, filter_string: str | None = None) -> int:
+    def count(self, *, experiment: str | Sequence[str] | None,
+              filter_string: str | None = None) -> int:
         """How many traces match, without fetching them (the SQL compiled for a
         filter is kept, as a search's is)."""
         sql = _cached(self._count_plans, build_count, self._get_engines()[0].dialect,
-                      self._fts, experiment, filter_string)
+                      self._fts, scope_of(experiment), filter_string)
         with self._read() as conn:
             return int(_rows(conn, sql, None)[0][0] or 0)
 

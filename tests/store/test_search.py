@@ -104,6 +104,64 @@ def test_other_experiments_are_excluded_and_star_lists_every_experiment(store_ur
     assert ids(experiment="gamma") == []
 
 
+def test_a_list_of_experiments_searches_counts_and_deletes_in_those(store_uri):
+    """Several experiments at once (MLflow's searches take a list): every plan a
+    filter may take, pages, counts and deletes keep to them."""
+    names = ("alpha", "beta", "gamma")
+    ids: dict[str, list[str]] = {}
+    for name in names:
+        assay.configure(store=store_uri, experiment=name, flush_interval_ms=50)
+        ids[name] = traced_calls(4)
+        for trace_id in ids[name][::2]:
+            assay.log_feedback(trace_id, "correct", True)
+    order = {t: i for i, t in enumerate(ids["alpha"] + ids["beta"] + ids["gamma"])}
+    both = sorted(ids["alpha"] + ids["gamma"], key=order.__getitem__, reverse=True)
+
+    def found(flt: str | None = None, **kwargs: object) -> list[str]:
+        listed = [t.info.trace_id for t in assay.search_traces(flt, return_type="list",
+                                                               **kwargs)]
+        assert assay.count_traces(flt, experiment=kwargs.get("experiment")) == len(listed)
+        return listed
+
+    for experiment in (["alpha", "gamma"], ("gamma", "alpha", "gamma"), {"alpha", "gamma"}):
+        assert found(experiment=experiment) == both
+    for flt in ("feedback.correct = true", "span.name = 'answer'", "trace.text LIKE '%q1%'",
+                "feedback.correct = true AND span.type = 'CHAIN'"):
+        matching = set(found(flt, experiment="*"))
+        assert found(flt, experiment=["alpha", "gamma"]) == [t for t in both if t in matching]
+    assert found(experiment=["beta"]) == list(reversed(ids["beta"]))  # one: a name
+    assert found(experiment=["beta", "*"]) == found(experiment="*")
+
+    pages: list[str] = []
+    token = None
+    while True:
+        page = assay.search_traces(experiment=["alpha", "gamma"], max_results=3,
+                                   page_token=token, return_type="list")
+        pages += [t.info.trace_id for t in page]
+        token = page.next_page_token
+        if token is None:
+            break
+    assert pages == both
+    assert assay.delete_traces("feedback.correct = true", experiment=["alpha", "beta"]) == 4
+    assert set(found(experiment="*")) == set(ids["alpha"][1::2] + ids["beta"][1::2]
+                                             + ids["gamma"])
+
+
+@pytest.mark.parametrize("bad", [[], [""], ["alpha", 3], 5, "", ("alpha", None)])
+def test_a_malformed_experiment_raises_value_error_naming_it(tracing_any, bad):
+    for call in (lambda: assay.search_traces(experiment=bad),
+                 lambda: assay.count_traces(experiment=bad),
+                 lambda: assay.delete_traces("trace.status = 'OK'", experiment=bad)):
+        with pytest.raises(ValueError, match=r"experiment=.*expected an experiment name"):
+            call()
+
+
+def test_order_by_given_as_one_string_is_refused_with_the_list_it_should_be(tracing_any):
+    with pytest.raises(assay.InvalidFilter, match=r"order_by must be a list of strings, "
+                                                  r"e\.g\. \['timestamp_ms DESC'\]"):
+        assay.search_traces(order_by="timestamp_ms ASC")
+
+
 def test_list_return_type_gives_traces_with_a_next_page_token(tracing_any):
     ids = traced_calls(4)
 
