@@ -70,7 +70,18 @@ class InvalidData(AssayError, ValueError):
 
 
 class StoreError(AssayError):
-    """The trace store cannot be opened, read or written."""
+    """The trace store cannot be opened, read or written.
+
+    Attributes:
+        may_pass: the store may take the same write later, with nothing changed
+            in what is written: its schema is one this assay may not write until
+            the store (``assay db upgrade``) or this assay is upgraded. Spans a
+            store with a spool could not write for such a reason are kept.
+    """
+
+    def __init__(self, *args: object, may_pass: bool = False) -> None:
+        super().__init__(*args)
+        self.may_pass = may_pass
 
 
 class ScorerError(AssayError):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from assay.errors import StoreError
 from assay.exporters._convert import to_record
 from assay.store.base import TraceStore
 
@@ -29,7 +30,8 @@ class StoreSpanExporter(SpanExporter):
     an OTLP collector does (see :mod:`assay.exporters.processor`): a batch that
     could not be written for a reason that may pass (the server down or
     unreachable, a connection lost, the database locked for longer than the
-    store's retries) is kept on disk and written when the server answers again,
+    store's retries, a schema this assay may not write until the store or this
+    assay is upgraded) is kept on disk and written when the server answers again,
     by this process or the next one using the same spool. A batch the database
     refuses (a row its schema rejects) is not kept. A SQLite file is on this
     machine, so a write that fails there fails for everyone: no spool.
@@ -63,13 +65,16 @@ class StoreSpanExporter(SpanExporter):
 def _may_pass(exc: BaseException) -> bool:
     """Whether a write failed for a reason that may pass: somewhere in its chain of
     causes, the database's operational error (server down, connection lost,
-    locked, timed out) or the operating system's (a socket, a file)."""
+    locked, timed out), the operating system's (a socket, a file), or a store
+    whose schema this assay may not write until one of them is upgraded."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
+        if isinstance(cause, StoreError) and cause.may_pass:
+            return True
         if isinstance(cause, OperationalError) or (
                 isinstance(cause, DBAPIError) and cause.connection_invalidated):
             return True

@@ -408,7 +408,7 @@ class SqlTraceStore:
             raise StoreError(
                 f"the store {self.uri} has schema version {version}, older than this "
                 f"assay's ({s.SCHEMA_VERSION}); upgrade it with: "
-                f"assay db upgrade --store {self.uri}")
+                f"assay db upgrade --store {self.uri}", may_pass=True)
         if version == s.SCHEMA_VERSION:
             return
         if writable_by is None or writable_by > s.SCHEMA_VERSION:
@@ -416,7 +416,7 @@ class SqlTraceStore:
                 f"the store {self.uri} has schema version {version}, newer than this "
                 f"assay understands ({s.SCHEMA_VERSION}), writable by the assays of schema "
                 f"{writable_by if writable_by is not None else version} and later; "
-                "upgrade assay")
+                "upgrade assay", may_pass=True)
         log.info("assay: the store %s has schema version %d, newer than this assay's (%d), "
                  "which may still read and write it", self.uri, version, s.SCHEMA_VERSION)
 

@@ -192,3 +192,46 @@ def test_tracing_into_a_sqlite_store_keeps_no_spool(tracing: str):
     step(1)
     assert assay.flush(timeout_s=30)
     assert _store_row()["spool_dir"] is None
+
+
+def test_spans_traced_before_the_store_is_upgraded_are_written_after(
+        pg_uri: str, monkeypatch: pytest.MonkeyPatch):
+    """A process on a newer assay, configured by the environment, traces into a
+    store not upgraded yet: its spans are kept until ``assay db upgrade`` runs."""
+    from assay.cli import main
+
+    schema = _schema(pg_uri)
+    created = open_store(pg_uri)
+    created.open()
+    created.close()
+    with psycopg.connect(PG_URL, autocommit=True) as conn:  # as an older assay left it
+        conn.execute(f'UPDATE "{schema}".assay_schema SET version = version - 1')
+    monkeypatch.setenv("ASSAY_STORE", pg_uri)
+    monkeypatch.setenv("ASSAY_FLUSH_INTERVAL_MS", "20")
+    ids = []
+    for i in range(5):
+        assert step(i) == i
+        ids.append(assay.get_last_trace_id())
+    assert wait_until(lambda: _store_row()["spooled"] == 5), _store_row()
+    row = _store_row()
+    assert (row["down"], row["failed"], row["exported"]) == (True, 0, 0)
+    assert _stored_traces(schema) == set()
+
+    assert main(["db", "upgrade", "--store", pg_uri]) == 0
+    assert assay.flush(timeout_s=60)
+    assert _stored_traces(schema) == set(ids)
+    assert _store_row()["failed"] == 0
+
+
+def test_a_schema_this_assay_may_not_write_may_pass_a_network_error_may_not():
+    from assay.exporters.store import _may_pass
+
+    assert _may_pass(StoreError("older", may_pass=True))
+    assert not _may_pass(StoreError("cannot write"))
+    try:
+        try:
+            raise StoreError("newer", may_pass=True)
+        except StoreError as exc:
+            raise RuntimeError("wrapped") from exc
+    except RuntimeError as wrapped:
+        assert _may_pass(wrapped)
