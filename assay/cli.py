@@ -145,17 +145,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-class _pandas_display:
-    def __enter__(self) -> None:
-        import pandas as pd
-
-        self._ctx = pd.option_context("display.width", 160, "display.max_colwidth", 40)
-        self._ctx.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
-
-
 def _cmd_traces_list(args: argparse.Namespace) -> int:
     import assay
 
