@@ -87,7 +87,7 @@ def scope_of(experiment: str | Sequence[str] | None) -> Scope:
         return experiment
     names = sorted(set(experiment)) if isinstance(experiment, (list, tuple, set, frozenset)) \
         else None
-    if not names or not all(isinstance(n, str) for n in names):
+    if not names or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"experiment={experiment!r}: expected an experiment name, a "
                          "non-empty list of names, or '*' for every experiment")
     return names[0] if len(names) == 1 else tuple(names)
