@@ -396,6 +396,35 @@ def test_deleting_assessments_while_others_log_leaves_one_chain_per_trace(store,
     assert len(rows) == len(tids) * (1 + 3 * 12) - sum(deleted.values())
 
 
+def test_reviewers_correcting_one_feedback_at_once_one_wins_the_others_are_told(store):
+    """Corrections of the same feedback from several processes at the same moment:
+    one is stored, each of the others is refused naming the one that won (the
+    target is checked again under the loggers' lock)."""
+    from tests.store.test_copies import feedback, span
+
+    tid = "c" * 32
+    store.write_spans([span(tid, "a" * 16, start_ms=0, root=True)])
+    judged = feedback(tid, False, source="LLM_JUDGE")
+    store.log_assessments([judged])
+    corrections = [feedback(tid, True) for _ in range(4)]
+    for k, c in enumerate(corrections):
+        c.source_id = f"reviewer-{k}"
+
+    def correct(own: Any, k: int) -> None:
+        own.log_assessments([corrections[k]],
+                            overrides={corrections[k].assessment_id: judged.assessment_id})
+
+    errors = _racing(store.uri, 4, correct)
+    a = s.assessments.c
+    with store._read() as conn:
+        rows = dict(conn.execute(select(a.assessment_id, a.overridden_by)).all())
+    assert len(errors) == 3 and all(isinstance(e, ValueError) for e in errors), errors
+    winner = rows[judged.assessment_id]
+    assert winner in {c.assessment_id for c in corrections}
+    assert set(rows) == {judged.assessment_id, winner}
+    assert all(f"already overridden by '{winner}'" in str(e) for e in errors)
+
+
 def test_racing_writers_of_the_same_traces_all_commit(store, caplog):
     """Span batches of the same traces written at once through several stores (as
     from several processes), the traces in opposite orders (as when two services
