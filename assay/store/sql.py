@@ -207,8 +207,12 @@ def _explicit_overrides(rows: list[dict[str, Any]],
     """``overrides`` (new id: target id) as target id: the new assessment's row.
 
     Raises:
-        ValueError: a new id is not in the batch, or two override one target.
+        ValueError: not a mapping; a new id is not in the batch, or two override one
+            target.
     """
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"log_assessments(overrides={overrides!r}): expected a mapping of "
+                         "a new assessment's id to the id of the feedback it overrides")
     by_id = {row["assessment_id"]: row for row in rows}
     out: dict[str, dict[str, Any]] = {}
     for new_id, target in overrides.items():

@@ -123,6 +123,8 @@ def test_an_override_must_name_a_valid_feedback_of_that_trace(traced):
                                                         first.assessment_id})
     with pytest.raises(ValueError, match="is not an assessment of this batch"):
         live_store().log_assessments([late], overrides={"f" * 32: second.assessment_id})
+    with pytest.raises(ValueError, match=r"overrides=\[.*expected a mapping"):
+        live_store().log_assessments([late], overrides=[late.assessment_id])  # type: ignore
     assert _stored_assessments() == before
     assert _matching("feedback.correct = true") == {tid}
 

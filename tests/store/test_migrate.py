@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from contextlib import closing
+from typing import Any
 
 import pytest
 
@@ -135,9 +136,9 @@ def test_v2_text_rows_keyed_by_span_hash_are_rebuilt_by_upgrade(db_uri, db_path,
 
 def test_a_version_2_store_on_postgresql_is_upgraded_in_place(pg_uri, capsys):
     _traced_store(pg_uri)
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
-    engine = create_engine(pg_uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = _engine(pg_uri)
     with engine.begin() as conn:  # a version-2 store: span_attributes keyed (trace, span, key)
         conn.execute(text("ALTER TABLE span_attributes DROP CONSTRAINT pk_span_attributes, "
                           "ADD CONSTRAINT pk_span_attributes "
@@ -196,9 +197,9 @@ def test_a_version_3_store_gains_the_run_tables_and_keeps_its_traces(db_uri, db_
 
 def test_a_version_3_store_on_postgresql_gains_the_run_tables(pg_uri, capsys):
     _traced_store(pg_uri)
-    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy import inspect, text
 
-    engine = create_engine(pg_uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = _engine(pg_uri)
     with engine.begin() as conn:
         for table in _V4_TABLES:
             conn.execute(text(f"DROP TABLE {table}"))
@@ -223,6 +224,21 @@ def _refused_then_upgraded(uri: str, version: int, capsys: pytest.CaptureFixture
         assay.configure(store=uri)
     assert main(["db", "upgrade", "--store", uri]) == 0
     assert f"from schema version {version} to {SCHEMA_VERSION}" in capsys.readouterr().out
+
+
+def _engine(uri: str) -> Any:
+    """An engine on the store at ``uri`` (SQLite or PostgreSQL), to age it by hand."""
+    from sqlalchemy import create_engine
+
+    return create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def _answered(uri: str, questions: list[str]) -> list[str]:
+    """One trace per question in the store at ``uri``; their ids, flushed."""
+    from tests.store.test_datasets import _traced
+
+    assay.configure(store=uri, experiment="default")
+    return _traced(questions)
 
 
 def _tagged_store(uri: str) -> list[str]:
@@ -259,9 +275,9 @@ def _pairs_read(uri: str) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
 def test_a_version_4_store_gains_the_pairs_on_its_trace_rows(backend, db_uri, request, capsys):
     uri = db_uri if backend == "sqlite" else request.getfixturevalue("pg_uri")
     ids = _tagged_store(uri)
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
-    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = _engine(uri)
     with engine.begin() as conn:  # a version-4 store: the pairs in their own tables only
         for column in ("tags_json", "metadata_json"):
             conn.execute(text(f"ALTER TABLE traces DROP COLUMN {column}"))
@@ -309,10 +325,10 @@ def test_a_version_5_store_gets_the_partial_numeric_attribute_index(backend, db_
         call(tokens)
     assert assay.flush(timeout_s=30)
     assay.shutdown()
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
     name = "ix_span_attributes_key_value_kind_num_value_trace_id"
-    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = _engine(uri)
     with engine.begin() as conn:  # a version-5 store: the index held every attribute
         conn.execute(text(f"DROP INDEX {name}"))
         conn.execute(text(f"CREATE INDEX {name} ON span_attributes "
@@ -338,24 +354,14 @@ def test_a_version_5_store_gets_the_partial_numeric_attribute_index(backend, db_
 def test_a_version_6_store_gets_the_assessed_traces_copies_and_page_indexes(backend, db_uri,
                                                                             request, capsys):
     uri = db_uri if backend == "sqlite" else request.getfixturevalue("pg_uri")
-    assay.configure(store=uri, experiment="default")
-
-    @assay.trace
-    def answer(q: str) -> str:
-        return q
-
-    ids = []
-    for q in ("a", "b", "c"):
-        answer(q)
-        ids.append(assay.get_last_trace_id())
-    assert assay.flush(timeout_s=30)
+    ids = _answered(uri, ["a", "b", "c"])
     for tid, good in zip(ids, (True, False, True), strict=True):
         assay.log_feedback(tid, "correct", good)
     assay.log_feedback("f" * 32, "correct", True)  # a trace not stored
     assay.shutdown()
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
-    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = _engine(uri)
     with engine.begin() as conn:  # a version-6 store: no copies, no page indexes
         for index in ("ix_assessments_num_page", "ix_assessments_str_page"):
             conn.execute(text(f"DROP INDEX {index}"))
@@ -391,20 +397,11 @@ def test_a_version_6_store_gets_the_assessed_traces_copies_and_page_indexes(back
 def test_a_version_7_store_gets_the_index_of_spans_with_long_text(backend, db_uri, request,
                                                                    capsys):
     uri = db_uri if backend == "sqlite" else request.getfixturevalue("pg_uri")
-    assay.configure(store=uri, experiment="default")
-
-    @assay.trace
-    def answer(q: str) -> str:
-        return "ok"
-
-    answer("short")
-    answer("x" * (TEXT_CHARS + 10) + " needle")
-    long_id = assay.get_last_trace_id()
-    assert assay.flush(timeout_s=30)
+    long_id = _answered(uri, ["short", "x" * (TEXT_CHARS + 10) + " needle"])[1]
     assay.shutdown()
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
-    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = _engine(uri)
     with engine.begin() as conn:  # a version-7 store: no index of the long texts...
         conn.execute(text("DROP INDEX ix_spans_long_text"))
         conn.execute(text("ALTER TABLE assay_schema DROP COLUMN writable_by"))  # ...nor this
@@ -434,9 +431,9 @@ def test_a_newer_store_that_says_this_assay_may_write_it_is_read_and_written(bac
     uri = db_uri if backend == "sqlite" else request.getfixturevalue("pg_uri")
     assay.configure(store=uri, experiment="default")
     assay.shutdown()
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
-    engine = create_engine(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = _engine(uri)
 
     def mark(version: int, writable_by: int | None) -> None:
         with engine.begin() as conn:
