@@ -15,8 +15,11 @@ Semantics:
   number 5, as MLflow's text comparison does). A number never matches text.
 - ``tags.k != 'v'`` and ``NOT IN`` match traces that have the key with another
   value; ``tags.k IS NULL`` matches traces without the key.
-- ``LIKE`` is case-sensitive and ``ILIKE`` is not, on every database;
+- ``LIKE`` is case-sensitive and ``ILIKE`` is not, on every database; ``%``
+  and ``_`` are the only wildcards (a backslash is a character like any other);
   ``RLIKE`` is a regular-expression search.
+- ``trace.text`` matches a trace when some span's inputs or outputs, each a text
+  of its own, match.
 - Only the newest feedback of a name and source counts (older ones are kept,
   marked overridden).
 - Run filters (:func:`compile_run_filter`) read the same way over ``runs``:
@@ -107,11 +110,11 @@ class _Compiler:
             if self.dialect == "sqlite":
                 # SQLite's lower() folds ASCII only; the store registers a Unicode one.
                 return func.assay_lower(col).like(func.assay_lower(literal(pattern)))
-            return col.ilike(pattern)
+            return col.ilike(_pg_pattern(pattern))
         if self.dialect == "sqlite":
             # SQLite's LIKE ignores ASCII case: GLOB with the pattern translated.
             return _glob(col, pattern)
-        return col.like(pattern)
+        return col.like(_pg_pattern(pattern))
 
     def compare(self, col: Any, op: str, value: Any) -> Any:
         if op == "=":
@@ -183,21 +186,36 @@ class _Compiler:
         sp = s.spans.alias("tx")
         in_spans = or_(self.like(sp.c.inputs, pattern, insensitive=insensitive),
                        self.like(sp.c.outputs, pattern, insensitive=insensitive))
+        # The text index holds a span's inputs and outputs as one text, joined by a
+        # newline. A pattern '%literal%' matches it exactly when it matches either
+        # part; any other pattern could run from one part into the other, or be
+        # anchored where the other part begins or ends. The index is then asked
+        # for the pattern unanchored, a superset, and the spans of the traces it
+        # finds are checked against their inputs and outputs one by one.
+        within = _within_one_text(pattern)
+        probe = pattern if within else _unanchored(pattern)
         if self.fts and self.dialect == "postgresql":
             fts = s.fts_table()  # pg_trgm serves LIKE and ILIKE alike
             content = fts.c.content
             indexed = select(fts.c.trace_id).where(
-                content.ilike(pattern) if insensitive else content.like(pattern))
+                content.ilike(_pg_pattern(probe)) if insensitive
+                else content.like(_pg_pattern(probe)))
         elif self.fts and _trigram_usable(pattern, insensitive):
             fts = s.fts_table()
             # The trigram index serves LIKE (ignoring case); GLOB re-checks the case.
-            cond: Any = fts.c.content.like(pattern)
+            cond: Any = fts.c.content.like(probe)
             if not insensitive:
-                cond = and_(cond, _glob(fts.c.content, pattern))
+                cond = and_(cond, _glob(fts.c.content, probe))
             indexed = select(fts.c.trace_id).where(cond)
         else:
             member = self.member(select(sp.c.trace_id).where(in_spans))
             return not_(member) if negate else member
+        if not within:
+            checked = s.spans.alias("tc")
+            indexed = select(checked.c.trace_id).where(
+                checked.c.trace_id.in_(indexed),
+                or_(self.like(checked.c.inputs, pattern, insensitive=insensitive),
+                    self.like(checked.c.outputs, pattern, insensitive=insensitive)))
         # The index holds the first TEXT_CHARS of each text: the spans with more
         # are read in full too (found by their partial index, whose constant the
         # condition repeats). The text index cannot be probed by trace id: it is
@@ -336,6 +354,28 @@ def _present(table: Any) -> Any:
 
 def _glob(col: Any, pattern: str) -> Any:
     return col.op("GLOB", is_comparison=True)(_like_to_glob(pattern))
+
+
+def _pg_pattern(pattern: str) -> str:
+    """A LIKE pattern for PostgreSQL, whose LIKE takes a backslash as its escape
+    character: doubled, it stands for itself there, as it does on SQLite."""
+    return pattern.replace("\\", "\\\\")
+
+
+def _within_one_text(pattern: str) -> bool:
+    """Whether ``pattern`` is ``'%literal%'``, the literal free of wildcards and
+    newlines: it then matches two texts joined by a newline exactly when it
+    matches one of them."""
+    inner = pattern[1:-1]
+    return (len(pattern) > 2 and pattern[0] == "%" and pattern[-1] == "%"
+            and not any(ch in inner for ch in "%_\n"))
+
+
+def _unanchored(pattern: str) -> str:
+    """``pattern`` with a ``%`` at either end: it matches every text that has a
+    part ``pattern`` matches."""
+    return f"{'' if pattern.startswith('%') else '%'}{pattern}" \
+           f"{'' if pattern.endswith('%') else '%'}"
 
 
 def _trigram_usable(pattern: str, insensitive: bool) -> bool:

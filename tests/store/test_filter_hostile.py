@@ -59,6 +59,9 @@ HOSTILE = [
     Case("ov_src", 16),
     Case("ov_ids", 17),
     Case("ov_chain", 18),
+    # text on both sides of the inputs/outputs boundary; backslashes in values
+    Case("bound", 19, inputs={"q": "alpha beta"}, outputs="gamma delta",
+         attrs={"dir": "a\\b_c"}, tags={"path": "C:\\temp\\x_y"}),
 ]
 HALL = frozenset(c.label for c in HOSTILE)
 TYPED = ("n7", "s7", "f7", "n10", "s10", "vlist", "snum")  # v and b on the span and as assessments
@@ -272,6 +275,31 @@ HOSTILE_CASES: list[Any] = [
     ("trace.text LIKE '%DROP TABLE%'", "inj1"),
     ("trace.text LIKE '%'' OR 1=1 --%'", ""),
     ("trace.request_id = '1'' OR ''1''=''1'", ""),
+    # a span's inputs and outputs are two texts: no match runs from one into the other,
+    # and a pattern anchored at either end holds for either text (stored as JSON)
+    ("trace.text LIKE '%beta%'", "bound"),
+    ("trace.text LIKE '%beta%gamma%'", ""),
+    ("trace.text ILIKE '%BETA%GAMMA%'", ""),
+    ("trace.text LIKE '%beta\"}_\"gamma%'", ""),
+    ("trace.text NOT LIKE '%beta%gamma%'", " ".join(HALL)),
+    ("trace.text NOT LIKE '%beta%'", all_but("bound")),
+    ("trace.text LIKE '\"gamma delta\"'", "bound"),
+    ("trace.text LIKE '\"gamma%'", "bound"),
+    ("trace.text ILIKE '\"GAMMA%'", "bound"),
+    ("trace.text LIKE '%alpha beta\"}'", "bound"),
+    ("trace.text LIKE '{%}'", "bound long inj1 uni"),
+    ("trace.text LIKE '%delta\"'", "bound"),
+    ("trace.text LIKE '%delta'", ""),
+    # a backslash is a character like any other, on every backend
+    ("tags.path = 'C:\\temp\\x_y'", "bound"),
+    ("tags.path LIKE 'C:\\temp%'", "bound"),
+    ("tags.path LIKE 'C:\\temp\\x_y'", "bound"),
+    ("tags.path LIKE '%\\x%'", "bound"),
+    ("tags.path ILIKE 'c:\\TEMP%'", "bound"),
+    ("tags.path LIKE 'C:temp%'", ""),
+    ("span.attributes.dir LIKE 'a\\b%'", "bound"),
+    ("span.attributes.dir LIKE 'ab%'", ""),
+    ("span.attributes.dir ILIKE 'A\\B_C'", "bound"),
 ]
 
 
