@@ -17,7 +17,8 @@ Semantics:
   value; ``tags.k IS NULL`` matches traces without the key.
 - ``LIKE`` is case-sensitive and ``ILIKE`` is not, on every database; ``%``
   and ``_`` are the only wildcards (a backslash is a character like any other);
-  ``RLIKE`` is a regular-expression search.
+  ``RLIKE`` is a regular-expression search in Python's syntax, on every
+  database (:mod:`assay.store.regex` rewrites it for PostgreSQL).
 - ``trace.text`` matches a trace when some span's inputs or outputs, each a text
   of its own, match.
 - Only the newest feedback of a name and source counts (older ones are kept,
@@ -40,6 +41,7 @@ from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, sele
 from sqlalchemy.sql.elements import literal, literal_column
 
 from assay.errors import InvalidFilter
+from assay.store import regex
 from assay.store import schema as s
 from assay.store.filter_ast import And, Comparison, Expr, Field, Not, Or, iso_to_epoch_ms
 
@@ -102,7 +104,13 @@ class _Compiler:
         except re.error as exc:
             raise self.error(f"invalid regular expression {pattern!r}: {exc}",
                              self.position, hint="RLIKE takes a regular expression") from None
-        return pattern
+        if self.dialect != "postgresql":
+            return pattern  # SQLite runs Python's re.search
+        try:
+            return regex.for_postgresql(pattern)
+        except regex.UnsupportedRegex as exc:
+            raise self.error(f"regular expression {pattern!r}: {exc}", self.position,
+                             hint="RLIKE takes Python's regular expressions") from None
 
     # -- operators ------------------------------------------------------------
     def like(self, col: Any, pattern: str, *, insensitive: bool) -> Any:

@@ -300,6 +300,11 @@ HOSTILE_CASES: list[Any] = [
     ("span.attributes.dir LIKE 'a\\b%'", "bound"),
     ("span.attributes.dir LIKE 'ab%'", ""),
     ("span.attributes.dir ILIKE 'A\\B_C'", "bound"),
+    # RLIKE takes Python's regular expressions on every backend
+    ("tags.who RLIKE '\\bBrien\\b'", "odd"),
+    ("tags.who RLIKE '\\bBri\\b'", ""),
+    ("tags.path RLIKE '^C:\\\\temp\\\\x_y$'", "bound"),
+    ("trace.name RLIKE '(?i)^PRO(?:be){1,}$'", all_but("uni")),
 ]
 
 
