@@ -59,35 +59,59 @@ def pg_uri() -> Iterator[str]:
         _drop_pg_schema(schema)
 
 
-def _pg_schema() -> str:
+def _pg_schema(url: str = PG_URL) -> str:
     import psycopg
 
     schema = f"assay_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     return schema
 
 
-def _drop_pg_schema(schema: str) -> None:
+def _drop_pg_schema(schema: str, url: str = PG_URL) -> None:
     import psycopg
 
     assay.shutdown()
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session")
+def pg_language_db() -> Iterator[str]:
+    """A database on the test server whose collation is a language's (ICU en-US,
+    where 'a' < 'B' < 'b'), as on many servers, where the test server's own
+    sorts by code point."""
+    import psycopg
+
+    name = f"assay_test_en_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu "
+                     "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'")
+    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        assay.shutdown()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql", "postgresql-en-US"])
 def module_store_uri(request: pytest.FixtureRequest,
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A store shared by one test module, on each backend in turn."""
+    """A store shared by one test module, on each backend in turn (PostgreSQL
+    twice: on a database that sorts by code point and on one that sorts as
+    English does)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('store') / 'traces.db'}"
         return
-    schema = _pg_schema()
+    url = PG_URL if request.param == "postgresql" \
+        else request.getfixturevalue("pg_language_db")
+    schema = _pg_schema(url)
     try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+        yield f"{url}?options=-csearch_path%3D{schema}"
     finally:
-        _drop_pg_schema(schema)
+        _drop_pg_schema(schema, url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -37,7 +37,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Text,
+    and_,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.sql.elements import literal, literal_column
 
 from assay.errors import InvalidFilter
@@ -118,7 +129,9 @@ class _Compiler:
             if self.dialect == "sqlite":
                 # SQLite's lower() folds ASCII only; the store registers a Unicode one.
                 return func.assay_lower(col).like(func.assay_lower(literal(pattern)))
-            return col.ilike(_pg_pattern(pattern))
+            # The store's columns sort by code point (collation "C"), which folds
+            # only ASCII case: ILIKE folds by the database's own collation.
+            return col.collate("default").ilike(literal(_pg_pattern(pattern), Text()))
         if self.dialect == "sqlite":
             # SQLite's LIKE ignores ASCII case: GLOB with the pattern translated.
             return _glob(col, pattern)

@@ -121,6 +121,34 @@ def _v7_to_v8(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {s.schema_version.name} ADD COLUMN writable_by INTEGER")
 
 
+def _v8_to_v9(conn: Connection) -> None:
+    # PostgreSQL: the text columns sort by code point (collation "C"), as they do
+    # on SQLite. Changing a column's collation rewrites no rows; its indexes are
+    # rebuilt.
+    if conn.dialect.name != "postgresql":
+        return
+    from sqlalchemy import String
+
+    tables = [*s.metadata.tables.values(), s.fts_table()]
+    present = set(inspect(conn).get_table_names())
+    for table in tables:
+        if table.name not in present:
+            continue
+        changes = []
+        for column in table.columns:
+            if table.name == s.FTS_TABLE:
+                if column.name != "trace_id":  # its content keeps the database's
+                    continue
+                declared = "VARCHAR(32)"
+            elif isinstance(column.type, String):
+                declared = type(column.type)(column.type.length).compile(dialect=conn.dialect)
+            else:
+                continue
+            changes.append(f'ALTER COLUMN "{column.name}" TYPE {declared} COLLATE "C"')
+        if changes:
+            conn.exec_driver_sql(f'ALTER TABLE "{table.name}" {", ".join(changes)}')
+
+
 def _copy_table(conn: Connection, table: Table, columns: str) -> None:
     """Rebuild a SQLite table as ``table`` now declares it (SQLite cannot change a
     table's key or rowid in place), keeping ``columns`` of its rows."""
@@ -135,7 +163,7 @@ def _copy_table(conn: Connection, table: Table, columns: str) -> None:
 
 _STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
                                                    4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7,
-                                                   7: _v7_to_v8}
+                                                   7: _v7_to_v8, 8: _v8_to_v9}
 
 
 def upgrade_schema(conn: Connection, version: int) -> None:

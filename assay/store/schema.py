@@ -25,6 +25,9 @@ query that needs it, since every index costs every write. Version history:
     8  a partial index of the spans whose inputs or outputs are longer than the
        full-text index holds (``TEXT_CHARS``): a text search reads those in full;
        assay_schema.writable_by (``WRITABLE_BY``)
+    9  PostgreSQL: every text column compares and sorts by code point (collation
+       "C"), as on SQLite, whatever the database's collation (nothing changes on
+       SQLite)
 
 Typed values (span attributes, assessment values) are kept three ways: the
 JSON text, ``num_value`` for numbers and booleans (1/0), and ``str_value``, the
@@ -34,6 +37,8 @@ value as text (a string as itself, a number or boolean as its JSON text), with
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -49,17 +54,20 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateColumn
 
 __all__ = ["FTS_TABLE", "LONG_TEXT", "SCHEMA_VERSION", "TEXT_CHARS", "WRITABLE_BY", "assessments",
            "dataset_records", "datasets", "metadata", "run_metrics", "run_params", "run_tables",
            "run_tags", "runs", "schema_version", "span_attributes", "spans", "trace_metadata",
            "trace_tags", "traces"]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: The oldest schema version whose assay may still read and write a store of
 #: this version: a version that only adds (an index, a nullable column) leaves
 #: the assays before it working, so that the processes sharing a store can be
-#: upgraded one at a time after ``assay db upgrade``. Version 8 only adds an index.
+#: upgraded one at a time after ``assay db upgrade``. Version 8 only adds an
+#: index, version 9 changes only how PostgreSQL sorts text.
 WRITABLE_BY = 7
 
 #: How much of each span's inputs and of its outputs the full-text index holds;
@@ -306,3 +314,25 @@ dataset_records = Table(
     Column("created_time_ms", BigInteger, nullable=False),
     Column("seq", BigInteger),
 )
+
+
+
+@compiles(CreateColumn, "postgresql")
+def _by_code_point_on_postgresql(create: CreateColumn, compiler: Any, **kw: Any) -> str:
+    """Every text column of the store compares and sorts by code point on
+    PostgreSQL (collation "C"), as SQLite's do: with the database's collation
+    (often a language's, such as en_US), ``order_by=["tags.user"]`` and
+    ``trace.name < 'b'`` answered differently on the two, and an index could
+    not serve ``LIKE 'prefix%'``. Only the table's definition says so, not the
+    statements' parameters. Case-insensitive matching (``ILIKE``) still folds
+    case by the database's collation (see ``filter_sql``)."""
+    spec: str = compiler.visit_create_column(create, **kw)
+    column = create.element
+    if column.table.metadata is not metadata or not isinstance(column.type, String) \
+            or column.type.collation is not None:
+        return spec
+    head = (f"{compiler.preparer.format_column(column)} "
+            f"{compiler.dialect.type_compiler_instance.process(column.type)}")
+    if not spec.startswith(head):  # pragma: no cover - the dialect's own layout
+        raise AssertionError(f"unexpected column definition {spec!r}")
+    return f'{head} COLLATE "C"{spec[len(head):]}'

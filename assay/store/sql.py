@@ -446,7 +446,7 @@ class SqlTraceStore:
             # A plain table with a trigram GIN index, which serves LIKE and ILIKE.
             conn.exec_driver_sql(
                 f"CREATE TABLE IF NOT EXISTS {s.FTS_TABLE} (rowid BIGINT PRIMARY KEY, "
-                "trace_id VARCHAR(32) NOT NULL, content TEXT NOT NULL)")
+                'trace_id VARCHAR(32) COLLATE "C" NOT NULL, content TEXT NOT NULL)')
             conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_{s.FTS_TABLE}_trace_id "
                                  f"ON {s.FTS_TABLE} (trace_id)")
             _create_trigram_index(conn)

@@ -466,3 +466,60 @@ def test_a_newer_store_that_says_this_assay_may_write_it_is_read_and_written(bac
                                                    "and later; upgrade assay"):
             assay.configure(store=uri, experiment="default")
     engine.dispose()
+
+
+_TEXT_COLUMNS = """
+    SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), coll.collname
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_collation coll ON coll.oid = a.attcollation
+    WHERE n.nspname = current_schema() AND c.relkind = 'r' AND a.attnum > 0
+      AND NOT a.attisdropped AND a.atttypid IN ('text'::regtype, 'varchar'::regtype)
+"""
+
+
+def test_a_version_8_store_on_postgresql_sorts_text_by_code_point_once_upgraded(
+        pg_language_db, capsys):
+    """On a database that sorts as English does, a version-8 store sorted tags
+    'a' < 'B' < 'b'; version 9 sorts them by code point, as SQLite does."""
+    from sqlalchemy import text
+
+    from tests.conftest import _drop_pg_schema, _pg_schema
+
+    schema = _pg_schema(pg_language_db)
+    uri = f"{pg_language_db}?options=-csearch_path%3D{schema}"
+    try:
+        assay.configure(store=uri, experiment="default")
+
+        @assay.trace
+        def answer(case: str) -> str:
+            assay.update_current_trace(tags={"case": case})
+            return case
+
+        for case in ("b", "B", "a", "Ä"):
+            answer(case)
+        assert assay.flush(timeout_s=30)
+        assay.shutdown()
+        engine = _engine(uri)
+        with engine.begin() as conn:  # as version 8 made it: the database's collation
+            for table, column, declared, _ in conn.execute(text(_TEXT_COLUMNS)).all():
+                conn.execute(text(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" '
+                                  f'TYPE {declared} COLLATE "default"'))
+            conn.execute(text("UPDATE assay_schema SET version = 8"))
+        with engine.connect() as conn:
+            assert [row[0] for row in conn.execute(text(
+                "SELECT value FROM trace_tags ORDER BY value"))] == ["a", "Ä", "b", "B"]
+        _refused_then_upgraded(uri, 8, capsys)
+        with engine.connect() as conn:
+            collations = {(table, column): collation for table, column, _, collation
+                          in conn.execute(text(_TEXT_COLUMNS)).all()}
+        engine.dispose()
+        assert collations.pop(("trace_text", "content")) == "default"
+        assert set(collations.values()) == {"C"}
+        assert len(collations) > 40
+        assay.configure(store=uri, experiment="default")
+        found = assay.search_traces(order_by=["tags.case"], return_type="list")
+        assert [t.info.tags["case"] for t in found] == ["B", "a", "b", "Ä"]
+        assert len(assay.search_traces("tags.case ILIKE 'ä'", return_type="list")) == 1
+    finally:
+        _drop_pg_schema(schema, pg_language_db)
