@@ -57,10 +57,10 @@ from sqlalchemy import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateColumn
 
-__all__ = ["FTS_TABLE", "LONG_TEXT", "SCHEMA_VERSION", "TEXT_CHARS", "WRITABLE_BY", "assessments",
-           "dataset_records", "datasets", "metadata", "run_metrics", "run_params", "run_tables",
-           "run_tags", "runs", "schema_version", "span_attributes", "spans", "trace_metadata",
-           "trace_tags", "traces"]
+__all__ = ["FTS_TABLE", "LONG_TEXT", "SAME_TABLES_FROM", "SCHEMA_VERSION", "TEXT_CHARS",
+           "WRITABLE_BY", "assessments", "dataset_records", "datasets", "metadata", "run_metrics",
+           "run_params", "run_tables", "run_tags", "runs", "schema_version", "span_attributes",
+           "spans", "trace_metadata", "trace_tags", "traces"]
 
 SCHEMA_VERSION = 9
 #: The oldest schema version whose assay may still read and write a store of
@@ -69,6 +69,10 @@ SCHEMA_VERSION = 9
 #: upgraded one at a time after ``assay db upgrade``. Version 8 only adds an
 #: index, version 9 changes only how PostgreSQL sorts text.
 WRITABLE_BY = 7
+#: Per database, the oldest schema version whose tables there are this
+#: version's: a store of that version or later is opened as it is, without
+#: ``assay db upgrade`` (version 9 changed PostgreSQL's tables only).
+SAME_TABLES_FROM = {"sqlite": 8, "postgresql": 9}
 
 #: How much of each span's inputs and of its outputs the full-text index holds;
 #: a text search reads the spans with more (``LONG_TEXT``) in full.

@@ -392,7 +392,7 @@ class SqlTraceStore:
                     self._create_text_index(conn)
                     conn.execute(s.schema_version.insert(), _VERSION_ROW)
                 else:
-                    self._check_version(*stored)
+                    self._check_version(*stored, dialect=conn.dialect.name)
                 self._fts = self._has_text_index(conn)
                 self._newer = stored is not None and stored[0] > s.SCHEMA_VERSION
                 if stored is not None and not self._newer:
@@ -401,19 +401,20 @@ class SqlTraceStore:
         except OperationalError as exc:
             raise StoreError(f"cannot open the trace store {self.uri}: {exc.orig}") from exc
 
-    def _check_version(self, version: int, writable_by: int | None) -> None:
-        """Refuse a store this assay may not write: an older schema (until
-        ``assay db upgrade``), or a newer one that is not writable by this assay's.
+    def _check_version(self, version: int, writable_by: int | None, *, dialect: str) -> None:
+        """Refuse a store this assay may not write: an older schema whose tables
+        differ on this database (until ``assay db upgrade``), or a newer one that
+        is not writable by this assay's.
 
         Raises:
             StoreError: saying which, and what to do.
         """
-        if version < s.SCHEMA_VERSION:
+        if version < s.SAME_TABLES_FROM.get(dialect, s.SCHEMA_VERSION):
             raise StoreError(
                 f"the store {self.uri} has schema version {version}, older than this "
                 f"assay's ({s.SCHEMA_VERSION}); upgrade it with: "
                 f"assay db upgrade --store {self.uri}", may_pass=True)
-        if version == s.SCHEMA_VERSION:
+        if version <= s.SCHEMA_VERSION:
             return
         if writable_by is None or writable_by > s.SCHEMA_VERSION:
             raise StoreError(

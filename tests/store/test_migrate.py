@@ -523,3 +523,23 @@ def test_a_version_8_store_on_postgresql_sorts_text_by_code_point_once_upgraded(
         assert len(assay.search_traces("tags.case ILIKE 'ä'", return_type="list")) == 1
     finally:
         _drop_pg_schema(schema, pg_language_db)
+
+
+def test_a_version_8_store_on_sqlite_opens_as_it_is(db_uri, capsys):
+    """Version 9 changed PostgreSQL's tables only: a version-8 SQLite store is read
+    and written without an upgrade, and ``assay db upgrade`` marks it version 9."""
+    from sqlalchemy import text
+
+    first = _answered(db_uri, ["before"])[0]
+    assay.shutdown()
+    engine = _engine(db_uri)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE assay_schema SET version = 8"))
+    second = _answered(db_uri, ["after"])[0]
+    assert {t.trace_id for t in assay.search_traces(return_type="list")} == {first, second}
+    assay.shutdown()
+    assert main(["db", "upgrade", "--store", db_uri]) == 0
+    assert f"from schema version 8 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM assay_schema")).scalar() == SCHEMA_VERSION
+    engine.dispose()
