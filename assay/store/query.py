@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from assay.store import LazyStore
     from assay.tracing.models import Trace
 
-__all__ = ["FRAME_COLUMNS", "count_traces", "delete_trace_tag", "delete_traces", "get_trace",
-           "search_traces", "set_trace_tag", "traces_to_frame"]
+__all__ = ["ALL_PAGE_SIZE", "FRAME_COLUMNS", "count_traces", "delete_trace_tag", "delete_traces",
+           "get_trace", "search_traces", "set_trace_tag", "traces_to_frame"]
 
 #: Columns of the frame ``search_traces`` returns, one row per trace.
 FRAME_COLUMNS = ("trace_id", "name", "experiment", "state", "timestamp_ms",
@@ -82,7 +82,7 @@ def traces_to_frame(traces: list[Trace]) -> pd.DataFrame:
 
 def search_traces(filter_string: str | None = None, *,
                   experiment: str | Sequence[str] | None = None,
-                  order_by: list[str] | None = None, max_results: int = 100,
+                  order_by: list[str] | None = None, max_results: int | None = 100,
                   page_token: str | None = None, include_spans: bool = True,
                   return_type: Literal["pandas", "list"] = "pandas") -> Any:
     """Stored traces of an experiment, newest first.
@@ -99,7 +99,9 @@ def search_traces(filter_string: str | None = None, *,
         order_by: e.g. ``["execution_time_ms DESC"]``, ``["tags.user", "timestamp_ms"]``
             over trace fields, ``tags.<key>`` and ``metadata.<key>``; the trace id
             breaks ties. Default: newest first.
-        max_results: the page size (1 to 50,000).
+        max_results: the page size (1 to 50,000), or ``None`` for every match
+            (from ``page_token`` on, if given), read in pages of
+            :data:`ALL_PAGE_SIZE` traces, as MLflow's ``max_results=None`` does.
         page_token: continue after the page that returned it (a cursor: stable
             while traces are being added).
         include_spans: load each trace's spans too.
@@ -120,19 +122,32 @@ def search_traces(filter_string: str | None = None, *,
         >>> df = assay.search_traces("trace.status = 'ERROR'", max_results=10)
         >>> df[["trace_id", "name", "state"]]
     """
-    if isinstance(max_results, bool) or not isinstance(max_results, int) \
-            or not 1 <= max_results <= 50_000:
-        raise ValueError(f"max_results must be an integer from 1 to 50000, got {max_results!r}")
+    if max_results is not None and (isinstance(max_results, bool)
+                                    or not isinstance(max_results, int)
+                                    or not 1 <= max_results <= 50_000):
+        raise ValueError("max_results must be an integer from 1 to 50000, or None for every "
+                         f"match, got {max_results!r}")
     if return_type not in ("pandas", "list"):
         raise ValueError(f"return_type must be 'pandas' or 'list', got {return_type!r}")
-    page = store().search(experiment=_experiment(experiment), max_results=max_results,
-                           page_token=page_token, include_spans=include_spans,
-                           filter_string=filter_string or None, order_by=order_by)
+    scope, filter_string = _experiment(experiment), filter_string or None
+    traces: list[Trace] = []
+    while True:
+        page = store().search(experiment=scope, max_results=max_results or ALL_PAGE_SIZE,
+                              page_token=page_token, include_spans=include_spans,
+                              filter_string=filter_string, order_by=order_by)
+        traces.extend(page.traces)
+        page_token = page.next_page_token
+        if max_results is not None or page_token is None:
+            break
     if return_type == "list":
-        return TraceList(page.traces, page.next_page_token)
-    frame = traces_to_frame(page.traces)
-    frame.attrs["next_page_token"] = page.next_page_token
+        return TraceList(traces, page_token)
+    frame = traces_to_frame(traces)
+    frame.attrs["next_page_token"] = page_token
     return frame
+
+
+#: How many traces ``search_traces(max_results=None)`` reads at a time.
+ALL_PAGE_SIZE = 1_000
 
 
 def _experiment(experiment: str | Sequence[str] | None) -> str | tuple[str, ...] | None:

@@ -302,10 +302,38 @@ def test_a_page_token_not_returned_by_search_raises_value_error(token, tracing_a
         assay.search_traces(page_token=token)
 
 
+def test_max_results_none_returns_every_match_page_by_page(writer, monkeypatch):
+    """As MLflow's ``max_results=None``: every match, read ALL_PAGE_SIZE at a time."""
+    from assay.store import LazyStore, query
+
+    writer.write_spans([root_record(tid(n), T0_MS + n, name="even" if n % 2 else "odd")
+                        for n in range(1, 12)])
+    reads: list[int] = []
+    search = LazyStore.search
+
+    def counted(self, **kwargs):
+        reads.append(kwargs["max_results"])
+        return search(self, **kwargs)
+
+    monkeypatch.setattr(query, "ALL_PAGE_SIZE", 3)
+    monkeypatch.setattr(LazyStore, "search", counted)
+    every = assay.search_traces(max_results=None, return_type="list")
+    assert [t.info.trace_id for t in every] == [tid(n) for n in range(11, 0, -1)]
+    assert every.next_page_token is None and reads == [3, 3, 3, 3]
+    frame = assay.search_traces("trace.name = 'even'", max_results=None,
+                                order_by=["timestamp_ms ASC"])
+    assert list(frame["trace_id"]) == [tid(n) for n in (1, 3, 5, 7, 9, 11)]
+    assert frame.attrs["next_page_token"] is None
+    first = assay.search_traces(max_results=4, return_type="list")
+    rest = assay.search_traces(max_results=None, page_token=first.next_page_token,
+                               return_type="list")
+    assert [t.info.trace_id for t in first + rest] == [t.info.trace_id for t in every]
+
+
 # -- validation -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", [0, -1, True, "3", 3.0, None, 50_001])
+@pytest.mark.parametrize("bad", [0, -1, True, "3", 3.0, 50_001])
 def test_max_results_must_be_a_positive_integer(bad, tracing_any):
     with pytest.raises(ValueError, match="max_results"):
         assay.search_traces(max_results=bad)
