@@ -166,6 +166,26 @@ def _make_engine(url: str, *, immediate: bool, memory: bool) -> Engine:
     return engine
 
 
+def _own_schema(conn: Connection, uri: str) -> str | None:
+    """PostgreSQL: the schema the store's tables are in, the first of the search
+    path that exists. The store is looked for, and created, in this schema only:
+    a schema later in the search path may hold tables of the same names (another
+    store), which the statements, naming tables without a schema, would
+    otherwise find. ``None`` elsewhere.
+
+    Raises:
+        StoreError: no schema of the search path exists.
+    """
+    if conn.dialect.name != "postgresql":
+        return None
+    own = conn.exec_driver_sql("SELECT current_schema()").scalar()
+    if own is None:
+        path = conn.exec_driver_sql("SHOW search_path").scalar()
+        raise StoreError(f"the trace store {uri} has no schema: none of its search path "
+                         f"({path}) exists in the database")
+    return str(own)
+
+
 def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
@@ -388,6 +408,11 @@ class SqlTraceStore:
             with self._fork_guard, engine.begin() as conn:
                 stored = self._stored_version(conn)
                 if stored is None:
+                    own = _own_schema(conn, self.uri)
+                    if own is not None:
+                        # Created in the store's own schema, even where a schema later
+                        # in the search path holds tables of the same names.
+                        conn.execution_options(schema_translate_map={None: own})
                     s.metadata.create_all(conn, checkfirst=True)
                     self._create_text_index(conn)
                     conn.execute(s.schema_version.insert(), _VERSION_ROW)
@@ -425,17 +450,18 @@ class SqlTraceStore:
         log.info("assay: the store %s has schema version %d, newer than this assay's (%d), "
                  "which may still read and write it", self.uri, version, s.SCHEMA_VERSION)
 
-    @staticmethod
-    def _stored_version(conn: Connection) -> tuple[int, int | None] | None:
+    def _stored_version(self, conn: Connection) -> tuple[int, int | None] | None:
         """The store's schema version and the oldest one whose assay may write it,
-        or ``None`` for a database with no assay store."""
+        or ``None`` for a database (on PostgreSQL, a schema) with no assay store."""
         from sqlalchemy import inspect
 
         found = inspect(conn)
-        if not found.has_table(s.schema_version.name):
+        own = _own_schema(conn, self.uri)
+        if not found.has_table(s.schema_version.name, schema=own):
             return None
         v = s.schema_version.c
-        if "writable_by" not in {c["name"] for c in found.get_columns(s.schema_version.name)}:
+        columns = found.get_columns(s.schema_version.name, schema=own)
+        if "writable_by" not in {c["name"] for c in columns}:
             value = conn.execute(select(func.max(v.version))).scalar()
             return None if value is None else (int(value), None)
         row = conn.execute(select(v.version, v.writable_by).order_by(v.version.desc())
@@ -480,9 +506,9 @@ class SqlTraceStore:
     @staticmethod
     def _has_text_index(conn: Connection) -> bool:
         if conn.dialect.name == "postgresql":
-            from sqlalchemy import inspect
-
-            return inspect(conn).has_table(s.FTS_TABLE)
+            return conn.exec_driver_sql(
+                "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() "
+                f"AND tablename = '{s.FTS_TABLE}'").first() is not None
         if conn.dialect.name != "sqlite":
             return False
         row = conn.exec_driver_sql(

@@ -495,3 +495,50 @@ def test_feedback_on_25_000_traces_in_one_call(store):
     with store._read() as conn:
         valid = conn.execute(select(func.count()).where(a.overridden_by.is_(None))).scalar()
     assert valid == 25_000
+
+
+def test_a_store_in_a_schema_of_its_own_ignores_stores_later_in_the_search_path(pg_uri):
+    """search_path=mine,theirs, with a store in 'theirs' (of another schema version,
+    too): the store is created in 'mine', empty, and what it writes stays there."""
+    import psycopg
+
+    from assay.store import open_store
+    from tests.conftest import PG_URL, _drop_pg_schema, _pg_schema
+
+    theirs = pg_uri.rsplit("%3D", 1)[1]
+    assay.configure(store=pg_uri, experiment="test")
+    agent("theirs", "prod")
+    assert assay.flush()
+    assay.shutdown()
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'UPDATE "{theirs}".assay_schema SET version = version - 1')
+    mine = _pg_schema()
+    try:
+        uri = f"{PG_URL}?options=-csearch_path%3D{mine}%2C{theirs}"
+        store = open_store(uri)
+        assert store.count(experiment=None) == 0
+        assay.configure(store=uri, experiment="test")
+        agent("mine", "dev")
+        assert assay.flush()
+        assert [t.info.tags["case"] for t in assay.search_traces(return_type="list")] == ["mine"]
+        store.close()
+        assay.shutdown()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            tables = {row[0] for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", [mine])}
+            theirs_cases = [row[0] for row in conn.execute(
+                f'SELECT value FROM "{theirs}".trace_tags WHERE key = %s', ["case"])]
+        assert {"assay_schema", "traces", "spans", "trace_text"} <= tables
+        assert theirs_cases == ["theirs"]
+    finally:
+        _drop_pg_schema(mine)
+
+
+def test_a_search_path_naming_no_schema_that_exists_is_a_store_error():
+    from assay.store import open_store
+    from tests.conftest import PG_URL
+
+    store = open_store(f"{PG_URL}?options=-csearch_path%3Dassay_no_such_schema")
+    with pytest.raises(assay.StoreError, match=r"none of its search path \(assay_no_such_schema"):
+        store.count(experiment=None)
+    store.close()
