@@ -79,7 +79,7 @@ WORDS = ["prod", "PROD", "Prod", "dev", "staging", "search", "docs", "", "gold",
          "refund", "Reset", "hello world", "Hello World", "notes", "doc-7", "beta",
          "'; DROP TABLE traces; --", "%' OR 1=1 --"]
 FRAGMENTS = ["pro", "PRO", "o", "e", "ch", "at", "h_t", "4o", "\\", "\\t", "_", "'", "ü",
-             "зна", "ЗНА", "語", "🚀", "eta", "\"}", "a%b", "Re"]
+             "знач", "ЗНАЧ", "語", "🚀", "eta", "\"}", "a%b", "Re"]
 REGEXES = ["^c", "t$", "(?i)^prod$", "\\bChat\\b", "\\d+", "^[a-c]", "o{2}", "ü|é", "^$",
            "(?P<w>pro)", "^.{3}$", "\\w+-\\w+", "^(?:gpt|claude)", "(", "[z-a]"]
 NUMBERS = ["0", "1", "3", "5", "7", "7.0", "10", "12", "-1", "300", "1200", "50000", "1e6",
