@@ -8,9 +8,16 @@
     assay runs compare RUN BASELINE          a run against a baseline run, row by row
     assay traces list [--filter F] [--order-by KEY] [--count] [--json]
                                              the newest traces, or those a filter finds
-    assay traces show TRACE_ID               one trace as a tree
+    assay traces show TRACE_ID [--json]      one trace as a tree (or JSON)
     assay traces delete [--filter F] [--older-than AGE] [--dry-run]
                                              delete traces (retention)
+    assay traces set-tag TRACE_ID KEY VALUE  tag a trace (delete-tag TRACE_ID KEY: untag it)
+    assay traces log-feedback TRACE_ID NAME VALUE [--rationale R] [--source S] [--overrides A]
+                                             judge a trace, or correct a feedback
+    assay traces log-expectation TRACE_ID NAME VALUE
+                                             the expected answer of a trace
+    assay traces delete-assessment TRACE_ID ASSESSMENT_ID
+                                             remove one feedback or expectation
     assay db upgrade --store URI             upgrade an older store's schema
 
 A RUN or BASELINE is a run id, a run name (its latest run) or a ``search_runs``
@@ -188,11 +195,11 @@ def _cmd_traces_show(args: argparse.Namespace) -> int:
     import assay
 
     assay.configure(store=args.store)
-    trace = assay.get_trace(args.trace_id)
+    trace = _checked(assay.get_trace, args.trace_id)
     if trace is None:
         print(f"no trace {args.trace_id} in {_store_uri(args)}", file=sys.stderr)
         return 1
-    print(render_tree(trace))
+    print(trace.to_json() if args.json else render_tree(trace))
     return 0
 
 
@@ -240,6 +247,92 @@ def _cmd_traces_delete(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     print(f"deleted {n:,} trace(s) of {where} from {_store_uri(args)}")
     return 0
+
+
+def _cmd_traces_set_tag(args: argparse.Namespace) -> int:
+    import assay
+
+    assay.configure(store=args.store)
+    _checked(assay.set_trace_tag, args.trace_id, args.key, args.value)
+    print(f"tagged {args.trace_id} {args.key}={args.value}")
+    return 0
+
+
+def _cmd_traces_delete_tag(args: argparse.Namespace) -> int:
+    import assay
+
+    assay.configure(store=args.store)
+    _checked(assay.delete_trace_tag, args.trace_id, args.key)
+    print(f"removed the tag {args.key} of {args.trace_id}")
+    return 0
+
+
+def _assessment_value(text: str) -> Any:
+    """A feedback or expectation value given on the command line: JSON when it is
+    JSON (``true``, ``4.5``, ``["a", "b"]``, ``'"7"'`` for the text 7), else the
+    text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _cmd_traces_log_feedback(args: argparse.Namespace) -> int:
+    import assay
+
+    assay.configure(store=args.store)
+    value = _assessment_value(args.value)
+    if args.overrides:
+        if args.span_id:
+            raise UsageError("--span-id: a correction takes the span of the feedback it "
+                             "overrides")
+        target = _checked(assay.get_assessment, args.trace_id, args.overrides)
+        if target is None:
+            raise UsageError(f"--overrides {args.overrides}: trace {args.trace_id} has no "
+                             "such assessment")
+        if target.name != args.name:
+            raise UsageError(f"--overrides {args.overrides}: that feedback is named "
+                             f"{target.name!r}, not {args.name!r}")
+        logged = _checked(assay.override_feedback, args.trace_id, args.overrides, value,
+                          rationale=args.rationale, source=args.source,
+                          source_id=args.source_id)
+    else:
+        logged = _checked(assay.log_feedback, args.trace_id, args.name, value,
+                          rationale=args.rationale, source=args.source,
+                          source_id=args.source_id, span_id=args.span_id)
+    print(logged.assessment_id)
+    return 0
+
+
+def _cmd_traces_log_expectation(args: argparse.Namespace) -> int:
+    import assay
+
+    assay.configure(store=args.store)
+    logged = _checked(assay.log_expectation, args.trace_id, args.name,
+                      _assessment_value(args.value), source=args.source,
+                      source_id=args.source_id, span_id=args.span_id)
+    print(logged.assessment_id)
+    return 0
+
+
+def _cmd_traces_delete_assessment(args: argparse.Namespace) -> int:
+    import assay
+
+    assay.configure(store=args.store)
+    if not _checked(assay.delete_assessment, args.trace_id, args.assessment_id):
+        print(f"no assessment {args.assessment_id} on trace {args.trace_id} in "
+              f"{_store_uri(args)}", file=sys.stderr)
+        return 1
+    print(f"deleted the assessment {args.assessment_id} of {args.trace_id}")
+    return 0
+
+
+def _checked(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``call``, its ``ValueError`` (a malformed id or value) a usage error."""
+    try:
+        return call(*args, **kwargs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _experiments(args: argparse.Namespace) -> str | list[str]:
@@ -746,6 +839,8 @@ def _parser() -> argparse.ArgumentParser:
     lst.set_defaults(handler=_cmd_traces_list)
     show = tsub.add_parser("show", help="one trace as a tree")
     show.add_argument("trace_id")
+    show.add_argument("--json", action="store_true",
+                      help="print the whole trace as JSON (its assessments with their ids)")
     _add_store(show)
     show.set_defaults(handler=_cmd_traces_show)
     delete = tsub.add_parser("delete", help="delete traces (retention): by filter, age or both")
@@ -759,6 +854,53 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--dry-run", action="store_true",
                         help="count what would be deleted, delete nothing")
     delete.set_defaults(handler=_cmd_traces_delete)
+    tag = tsub.add_parser("set-tag", help="set a tag on a trace")
+    tag.add_argument("trace_id")
+    tag.add_argument("key")
+    tag.add_argument("value")
+    _add_store(tag)
+    tag.set_defaults(handler=_cmd_traces_set_tag)
+    untag = tsub.add_parser("delete-tag", help="remove a tag from a trace")
+    untag.add_argument("trace_id")
+    untag.add_argument("key")
+    _add_store(untag)
+    untag.set_defaults(handler=_cmd_traces_delete_tag)
+    value_help = ("the value: JSON (true, 4.5, '[\"a\"]', '\"7\"' for the text 7), "
+                  "else the text itself")
+    sources = ["HUMAN", "LLM_JUDGE", "CODE"]
+    feedback = tsub.add_parser(
+        "log-feedback", help="log a feedback on a trace, or correct one (--overrides); "
+                             "prints the new feedback's id")
+    feedback.add_argument("trace_id")
+    feedback.add_argument("name")
+    feedback.add_argument("value", help=value_help)
+    feedback.add_argument("--rationale", metavar="TEXT", help="why")
+    feedback.add_argument("--source", choices=sources, default="HUMAN",
+                          help="who judged (default HUMAN)")
+    feedback.add_argument("--source-id", metavar="ID", help="which one, e.g. a reviewer")
+    feedback.add_argument("--span-id", metavar="ID", help="the span judged (default: the trace)")
+    feedback.add_argument("--overrides", metavar="ASSESSMENT_ID",
+                          help="correct this feedback of the same name, whatever its source")
+    _add_store(feedback)
+    feedback.set_defaults(handler=_cmd_traces_log_feedback)
+    expectation = tsub.add_parser("log-expectation", help="log the expected value of a trace; "
+                                                          "prints the new expectation's id")
+    expectation.add_argument("trace_id")
+    expectation.add_argument("name")
+    expectation.add_argument("value", help=value_help)
+    expectation.add_argument("--source", choices=sources, default="HUMAN",
+                             help="who said so (default HUMAN)")
+    expectation.add_argument("--source-id", metavar="ID", help="which one")
+    expectation.add_argument("--span-id", metavar="ID", help="the span (default: the trace)")
+    _add_store(expectation)
+    expectation.set_defaults(handler=_cmd_traces_log_expectation)
+    unassess = tsub.add_parser("delete-assessment",
+                               help="delete one feedback or expectation (what it overrode "
+                                    "is valid again)")
+    unassess.add_argument("trace_id")
+    unassess.add_argument("assessment_id")
+    _add_store(unassess)
+    unassess.set_defaults(handler=_cmd_traces_delete_assessment)
     db = sub.add_parser("db", help="manage the trace store")
     dsub = db.add_subparsers(dest="db_command", required=True)
     upgrade = dsub.add_parser("upgrade", help="upgrade an older store's schema")

@@ -326,3 +326,80 @@ def test_traces_show_lists_the_valid_assessments(demo_twice, tmp_path, capsys):
     assert names == sorted(names) and len(names) == len(set(names)) >= 5
     assert "    exact_match = true  [HUMAN reviewer-1]  a paraphrase of the reference" in feedback
     assert "    expected_facts = [\"3 to 5 days\"]  [HUMAN]" in head
+
+
+def test_traces_tags_and_assessments_from_the_command_line(demo_twice, tmp_path, capsys):
+    """A reviewer's session: tag a trace, correct the judge, add the expected answer,
+    take a mistake back; every step shows in search and in ``traces show --json``."""
+    from assay.cli import main
+
+    db = tmp_path / "copy.db"
+    shutil.copy(demo_twice[0][len("sqlite:///"):], db)
+    store = f"sqlite:///{db}"
+    assay.configure(store=store, experiment="demo")
+    trace = assay.search_traces("feedback.exact_match = false", return_type="list",
+                                max_results=1)[0]
+    tid = trace.trace_id
+    judged = trace.search_assessments("exact_match")[0]
+
+    def run(*args: str) -> str:
+        assert main(["traces", *args, "--store", store]) == 0
+        return capsys.readouterr().out.strip()
+
+    run("set-tag", tid, "reviewed", "yes")
+    run("set-tag", tid, "queue", "refunds")
+    run("delete-tag", tid, "queue")
+    corrected = run("log-feedback", tid, "exact_match", "true", "--overrides",
+                    judged.assessment_id, "--rationale", "a paraphrase", "--source-id", "rev-1")
+    score = run("log-feedback", tid, "helpfulness", "4.5", "--source", "LLM_JUDGE")
+    note = run("log-feedback", tid, "note", "reads well, cites the policy")
+    expected = run("log-expectation", tid, "expected_facts", '["3 to 5 days"]')
+    quoted = run("log-expectation", tid, "ticket", '"7"')
+    assert "deleted" in run("delete-assessment", tid, note)
+
+    shown = json.loads(run("show", tid, "--json"))
+    by_id = {a["assessment_id"]: a for a in shown["info"]["assessments"]}
+    assert shown["info"]["tags"]["reviewed"] == "yes" and "queue" not in shown["info"]["tags"]
+    assert by_id[judged.assessment_id]["overridden_by"] == corrected
+    assert (by_id[corrected]["value"], by_id[corrected]["source_id"],
+            by_id[corrected]["rationale"]) == (True, "rev-1", "a paraphrase")
+    assert (by_id[score]["value"], by_id[score]["source_type"]) == (4.5, "LLM_JUDGE")
+    assert by_id[expected]["value"] == ["3 to 5 days"] and by_id[quoted]["value"] == "7"
+    assert note not in by_id
+    assay.configure(store=store, experiment="demo")
+    found = assay.search_traces("tags.reviewed = 'yes' AND feedback.exact_match = true AND "
+                                "feedback.helpfulness > 4", return_type="list")
+    assert [t.trace_id for t in found] == [tid]
+    assert main(["traces", "delete-assessment", tid, note, "--store", store]) == 1
+    assert f"no assessment {note}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["set-tag", "nope", "k", "v"], "set_trace_tag(trace_id='nope'): expected 32 hex"),
+    (["set-tag", "ab" * 16, "", "v"], "set_trace_tag(key=''): expected a non-empty string"),
+    (["log-feedback", "ab" * 16, "exact_match", "true", "--overrides", "cd" * 16],
+     "--overrides " + "cd" * 16 + ": trace " + "ab" * 16 + " has no such assessment"),
+    (["log-feedback", "ab" * 16, "x", "1", "--overrides", "cd" * 16, "--span-id", "1" * 16],
+     "--span-id: a correction takes the span of the feedback it overrides"),
+    (["log-expectation", "ab" * 16, "", "1"], "name"),
+    (["delete-assessment", "ab" * 16, ""], "assessment_id"),
+])
+def test_traces_tag_and_assessment_commands_name_what_is_wrong(tmp_path, capsys, args,
+                                                               message):
+    from assay.cli import main
+
+    assert main(["traces", *args, "--store", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_log_feedback_overrides_only_a_feedback_of_its_name(tmp_path, capsys):
+    from assay.cli import main
+
+    store = f"sqlite:///{tmp_path / 'x.db'}"
+    assay.configure(store=store)
+    tid = "ab" * 16
+    judged = assay.log_feedback(tid, "correct", False, source="LLM_JUDGE")
+    assert main(["traces", "log-feedback", tid, "helpful", "true", "--overrides",
+                 judged.assessment_id, "--store", store]) == 2
+    assert "that feedback is named 'correct', not 'helpful'" in capsys.readouterr().err
+    assert assay.get_assessment(tid, judged.assessment_id).overridden_by is None
