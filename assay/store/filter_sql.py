@@ -41,6 +41,7 @@ from sqlalchemy import (
     ColumnElement,
     Text,
     and_,
+    bindparam,
     exists,
     false,
     func,
@@ -155,10 +156,11 @@ class _Compiler:
             return not_(cond) if op.startswith("NOT") else cond
         if op == "RLIKE":
             return col.regexp_match(self.regex(value))
-        if op == "IN":
-            return col.in_(list(value))
-        if op == "NOT IN":
-            return col.not_in(list(value))
+        if op in ("IN", "NOT IN"):
+            # One parameter a value: an expanding IN could not be compiled ahead of
+            # a page token's values (a plan is compiled once, its token bound later).
+            values = [bindparam(None, v, type_=col.type, unique=True) for v in value]
+            return col.in_(values) if op == "IN" else col.not_in(values)
         if op == "IS NULL":
             return col.is_(None)
         if op == "IS NOT NULL":

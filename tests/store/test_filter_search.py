@@ -721,6 +721,14 @@ ORDERINGS: list[tuple[str | None, list[str] | None, Callable[[Corpus], list[str]
                                                               "caught")),
     ("span.type = 'TOOL'", ["trace.request_id DESC"],
      lambda c: _by_id(c, "chat_err summ_mixed summ_same caught", descending=True)),
+    # IN lists: one parameter a value, so that the page token can follow them
+    ("tags.env IN ('prod', 'dev')", None,
+     lambda c: ["caught", "summ_same", "summ_mixed", "chat_ok"]),
+    ("trace.status IN ('OK')", ["name ASC", "timestamp_ms DESC"],
+     lambda c: ["caught", "big_tokens", "chat_ok", "greeting", "retriever", "summ_same",
+                "summ_mixed"]),
+    ("span.attributes.k NOT IN (3) AND trace.name NOT IN ('x')", ["timestamp_ms ASC"],
+     lambda c: ["summ_mixed", "summ_same", "retriever"]),
 ]
 
 
