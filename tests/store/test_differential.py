@@ -12,6 +12,7 @@ count that agrees, or be refused as malformed by all three alike.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -252,3 +253,29 @@ def _keys(store: Any, order: list[str], labels: dict[str, str],
                 "timestamp_ms": trace.info.timestamp_ms}[key]
 
     return [tuple(value(by_label[label], key) for key in order_by) for label in order]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(filter_string=filters, order_by=st.one_of(st.none(), orderings),
+       page_size=st.integers(1, 9))
+def test_sqlite_walks_and_gathers_alike(stores, filter_string, order_by, page_size):
+    """On SQLite a page is walked (traces in page order, each probed) or gathered
+    (every match found, then sorted): the same pages either way, walked to the end
+    or cut at once."""
+    from unittest import mock
+
+    from assay.store import sql
+
+    _, store, labels = stores[0]
+
+    def pages(**how: Any) -> list[str] | None:
+        with mock.patch.multiple(sql, **how) if how else contextlib.nullcontext():
+            try:
+                return _walk(store, labels, filter_string, order_by or [], page_size)
+            except assay.InvalidFilter:
+                return None
+
+    walked = pages(RARE_MATCHES=0, _WALK_BUDGET_S=60.0)
+    gathered = pages(RARE_MATCHES=0, _WALK_BUDGET_S=0.0, _WALK_STEPS=1)
+    assert walked == gathered == pages()
