@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -305,16 +306,22 @@ def test_older_than_reads_an_age_or_passes_a_date_on(text, expected):
     assert _older_than(text) == expected
 
 
-def test_traces_show_lists_the_valid_assessments(demo_twice, tmp_path, capsys):
-    from assay.cli import main
-
+def _judged_copy(demo_twice, tmp_path) -> tuple[str, Any, Any]:
+    """A copy of the demo's store, configured: (its URI, a trace the judge found
+    not to match exactly, that feedback)."""
     db = tmp_path / "copy.db"
     shutil.copy(demo_twice[0][len("sqlite:///"):], db)
     store = f"sqlite:///{db}"
     assay.configure(store=store, experiment="demo")
     trace = assay.search_traces("feedback.exact_match = false", return_type="list",
                                 max_results=1)[0]
-    judged = trace.search_assessments("exact_match")[0]
+    return store, trace, trace.search_assessments("exact_match")[0]
+
+
+def test_traces_show_lists_the_valid_assessments(demo_twice, tmp_path, capsys):
+    from assay.cli import main
+
+    store, trace, judged = _judged_copy(demo_twice, tmp_path)
     assay.override_feedback(trace.trace_id, judged.assessment_id, True,
                             rationale="a paraphrase of the reference", source_id="reviewer-1")
     assay.log_expectation(trace.trace_id, "expected_facts", ["3 to 5 days"])
@@ -333,14 +340,8 @@ def test_traces_tags_and_assessments_from_the_command_line(demo_twice, tmp_path,
     take a mistake back; every step shows in search and in ``traces show --json``."""
     from assay.cli import main
 
-    db = tmp_path / "copy.db"
-    shutil.copy(demo_twice[0][len("sqlite:///"):], db)
-    store = f"sqlite:///{db}"
-    assay.configure(store=store, experiment="demo")
-    trace = assay.search_traces("feedback.exact_match = false", return_type="list",
-                                max_results=1)[0]
+    store, trace, judged = _judged_copy(demo_twice, tmp_path)
     tid = trace.trace_id
-    judged = trace.search_assessments("exact_match")[0]
 
     def run(*args: str) -> str:
         assert main(["traces", *args, "--store", store]) == 0

@@ -22,27 +22,20 @@ from hypothesis import strategies as st
 
 import assay
 from assay.store import open_store
-from tests.store.test_filter_hostile import HOSTILE, TYPED
-from tests.store.test_filter_search import MAIN, install_clock, record
+from tests.store.test_filter_hostile import HOSTILE, log_typed_assessments
+from tests.store.test_filter_search import MAIN, traced
 
 # -- the corpus in three stores ---------------------------------------------------------------
 
 
 def _trace_corpus(uri: str) -> dict[str, str]:
     """Trace ids by label, the corpus traced into the store at ``uri``."""
-    assay.configure(store=uri, experiment="test", flush_interval_ms=50)
-    clock = install_clock()
-    ids = {case.label: record(case, clock) for case in [*MAIN, *HOSTILE]}
+    ids = traced(uri, [*MAIN, *HOSTILE])[0]
     assert assay.flush(timeout_s=30)
     assay.log_feedback(ids["chat_ok"], "correct", True)
     assay.log_feedback(ids["chat_err"], "correct", False)
     assay.log_feedback(ids["chat_err"], "correct", True, source="LLM_JUDGE")
-    for case in HOSTILE:
-        if case.label in TYPED:
-            values = {**case.attrs, **case.set_attrs}
-            assay.log_feedback(ids[case.label], "v", values["v"])
-            assay.log_expectation(ids[case.label], "v", values["v"])
-            assay.log_feedback(ids[case.label], "correct", values["b"], source="CODE")
+    log_typed_assessments(ids)
     assay.shutdown()
     return {trace_id: label for label, trace_id in ids.items()}
 

@@ -20,10 +20,9 @@ import assay
 from tests.store.test_filter_search import (
     Case,
     Corpus,
-    install_clock,
     labels,
-    record,
     table_params,
+    traced,
 )
 
 NAN, INF = float("nan"), float("inf")
@@ -89,14 +88,8 @@ TEXT_CAP: tuple[()] = ()  # fixed: text past what the index holds is read in ful
 NOT_FINITE: tuple[()] = ()  # fixed: infinite numbers compare as numbers
 
 
-@pytest.fixture(scope="module")
-def hostile_db(module_store_uri: str) -> Iterator[tuple[str, dict[str, str]]]:
-    uri = module_store_uri
-    assay.configure(store=uri, experiment="test", flush_interval_ms=50)
-    clock = install_clock()
-    ids = {case.label: record(case, clock) for case in HOSTILE}
-    assert assay.flush(timeout_s=30)
-    # v and b again, as feedback and expectations
+def log_typed_assessments(ids: dict[str, str]) -> None:
+    """v and b of the TYPED cases again, as feedback and expectations."""
     for case in HOSTILE:
         if case.label in TYPED:
             values = {**case.attrs, **case.set_attrs}
@@ -104,6 +97,14 @@ def hostile_db(module_store_uri: str) -> Iterator[tuple[str, dict[str, str]]]:
             assay.log_expectation(ids[case.label], "v", values["v"])
             assay.log_feedback(ids[case.label], "correct", values["b"], source="CODE")
             assay.log_expectation(ids[case.label], "ok", values["b"])
+
+
+@pytest.fixture(scope="module")
+def hostile_db(module_store_uri: str) -> Iterator[tuple[str, dict[str, str]]]:
+    uri = module_store_uri
+    ids = traced(uri, HOSTILE)[0]
+    assert assay.flush(timeout_s=30)
+    log_typed_assessments(ids)
     assay.log_feedback(ids["nanT"], "nanscore", NAN)
     assay.log_feedback(ids["nanT"], "infscore", INF)
     # newest of a name and source counts; other sources stand

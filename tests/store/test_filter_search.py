@@ -271,12 +271,19 @@ ALL = labels("chat_ok chat_err summ_mixed summ_same caught retriever big_tokens 
              "pending")
 
 
+def traced(uri: str, cases: list[Case],
+           experiment: str = "test") -> tuple[dict[str, str], ManualClock]:
+    """``cases`` traced into the store at ``uri`` on a manual clock: their ids by
+    label, and the clock."""
+    assay.configure(store=uri, experiment=experiment, flush_interval_ms=50)
+    clock = install_clock()
+    return {case.label: record(case, clock) for case in cases}, clock
+
+
 @pytest.fixture(scope="module")
 def corpus_db(module_store_uri: str) -> Iterator[tuple[str, dict[str, str]]]:
     uri = module_store_uri
-    assay.configure(store=uri, experiment="test", flush_interval_ms=50)
-    clock = install_clock()
-    ids = {case.label: record(case, clock) for case in MAIN}
+    ids, clock = traced(uri, MAIN)
     clock.at(84)
     greet("World")
     ids["greeting"] = assay.get_last_trace_id() or ""
@@ -284,9 +291,7 @@ def corpus_db(module_store_uri: str) -> Iterator[tuple[str, dict[str, str]]]:
     assert assay.flush(timeout_s=30)
     assay.log_feedback(ids["chat_ok"], "correct", True)
     assay.log_feedback(ids["chat_err"], "correct", False)
-    assay.configure(store=uri, experiment="other", flush_interval_ms=50)
-    clock = install_clock()
-    ids.update({case.label: record(case, clock) for case in OTHER})
+    ids.update(traced(uri, OTHER, experiment="other")[0])
     assert assay.flush(timeout_s=30)
     assay.log_feedback(ids["other_chat"], "correct", True)
     assay.shutdown()
