@@ -38,8 +38,6 @@ value as text (a string as itself, a number or boolean as its JSON text), with
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -54,13 +52,11 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.schema import CreateColumn
 
 __all__ = ["FTS_TABLE", "LONG_TEXT", "SAME_TABLES_FROM", "SCHEMA_VERSION", "TEXT_CHARS",
-           "WRITABLE_BY", "assessments", "dataset_records", "datasets", "metadata", "run_metrics",
-           "run_params", "run_tables", "run_tags", "runs", "schema_version", "span_attributes",
-           "spans", "trace_metadata", "trace_tags", "traces"]
+           "WRITABLE_BY", "assessments", "dataset_records", "datasets", "ddl_metadata", "metadata",
+           "run_metrics", "run_params", "run_tables", "run_tags", "runs", "schema_version",
+           "span_attributes", "spans", "trace_metadata", "trace_tags", "traces"]
 
 SCHEMA_VERSION = 9
 #: The oldest schema version whose assay may still read and write a store of
@@ -320,23 +316,28 @@ dataset_records = Table(
 )
 
 
+def ddl_metadata(dialect: str) -> MetaData:
+    """The tables as this assay creates them on ``dialect``: on PostgreSQL every
+    text column compares and sorts by code point (collation "C"), as SQLite's
+    do. With the database's collation (often a language's, such as en_US),
+    ``order_by=["name"]`` or ``["tags.user"]`` ordered traces differently on the
+    two, and an index could not serve ``LIKE 'prefix%'``. Only the tables'
+    definitions say so: the statements, built on :data:`metadata`, name no
+    collation. Case-insensitive matching (``ILIKE``) still folds case by the
+    database's collation (see ``filter_sql``)."""
+    if dialect != "postgresql":
+        return metadata
+    global _pg_metadata
+    if _pg_metadata is None:
+        copied = MetaData(naming_convention=metadata.naming_convention)
+        for table in metadata.tables.values():
+            table.to_metadata(copied)
+        for table in copied.tables.values():
+            for column in table.columns:
+                if isinstance(column.type, String) and column.type.collation is None:
+                    column.type = type(column.type)(column.type.length, collation="C")
+        _pg_metadata = copied
+    return _pg_metadata
 
-@compiles(CreateColumn, "postgresql")
-def _by_code_point_on_postgresql(create: CreateColumn, compiler: Any, **kw: Any) -> str:
-    """Every text column of the store compares and sorts by code point on
-    PostgreSQL (collation "C"), as SQLite's do: with the database's collation
-    (often a language's, such as en_US), ``order_by=["tags.user"]`` and
-    ``trace.name < 'b'`` answered differently on the two, and an index could
-    not serve ``LIKE 'prefix%'``. Only the table's definition says so, not the
-    statements' parameters. Case-insensitive matching (``ILIKE``) still folds
-    case by the database's collation (see ``filter_sql``)."""
-    spec: str = compiler.visit_create_column(create, **kw)
-    column = create.element
-    if column.table.metadata is not metadata or not isinstance(column.type, String) \
-            or column.type.collation is not None:
-        return spec
-    head = (f"{compiler.preparer.format_column(column)} "
-            f"{compiler.dialect.type_compiler_instance.process(column.type)}")
-    if not spec.startswith(head):  # pragma: no cover - the dialect's own layout
-        raise AssertionError(f"unexpected column definition {spec!r}")
-    return f'{head} COLLATE "C"{spec[len(head):]}'
+
+_pg_metadata: MetaData | None = None

@@ -413,7 +413,7 @@ class SqlTraceStore:
                         # Created in the store's own schema, even where a schema later
                         # in the search path holds tables of the same names.
                         conn.execution_options(schema_translate_map={None: own})
-                    s.metadata.create_all(conn, checkfirst=True)
+                    s.ddl_metadata(conn.dialect.name).create_all(conn, checkfirst=True)
                     self._create_text_index(conn)
                     conn.execute(s.schema_version.insert(), _VERSION_ROW)
                 else:
