@@ -252,7 +252,8 @@ def _cmd_traces_delete(args: argparse.Namespace) -> int:
 def _cmd_traces_set_tag(args: argparse.Namespace) -> int:
     import assay
 
-    assay.configure(store=args.store)
+    if not _stored(args):
+        return 1
     _checked(assay.set_trace_tag, args.trace_id, args.key, args.value)
     print(f"tagged {args.trace_id} {args.key}={args.value}")
     return 0
@@ -261,7 +262,8 @@ def _cmd_traces_set_tag(args: argparse.Namespace) -> int:
 def _cmd_traces_delete_tag(args: argparse.Namespace) -> int:
     import assay
 
-    assay.configure(store=args.store)
+    if not _stored(args):
+        return 1
     _checked(assay.delete_trace_tag, args.trace_id, args.key)
     print(f"removed the tag {args.key} of {args.trace_id}")
     return 0
@@ -280,12 +282,12 @@ def _assessment_value(text: str) -> Any:
 def _cmd_traces_log_feedback(args: argparse.Namespace) -> int:
     import assay
 
-    assay.configure(store=args.store)
+    if args.overrides and args.span_id:
+        raise UsageError("--span-id: a correction takes the span of the feedback it overrides")
+    if not _stored(args):
+        return 1
     value = _assessment_value(args.value)
     if args.overrides:
-        if args.span_id:
-            raise UsageError("--span-id: a correction takes the span of the feedback it "
-                             "overrides")
         target = _checked(assay.get_assessment, args.trace_id, args.overrides)
         if target is None:
             raise UsageError(f"--overrides {args.overrides}: trace {args.trace_id} has no "
@@ -307,7 +309,8 @@ def _cmd_traces_log_feedback(args: argparse.Namespace) -> int:
 def _cmd_traces_log_expectation(args: argparse.Namespace) -> int:
     import assay
 
-    assay.configure(store=args.store)
+    if not _stored(args):
+        return 1
     logged = _checked(assay.log_expectation, args.trace_id, args.name,
                       _assessment_value(args.value), source=args.source,
                       source_id=args.source_id, span_id=args.span_id)
@@ -333,6 +336,26 @@ def _checked(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return call(*args, **kwargs)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _stored(args: argparse.Namespace) -> bool:
+    """Whether the trace ``args.trace_id`` is in the store (said on stderr when not):
+    the API takes tags and assessments for a trace not stored yet, as its spans may
+    still be on their way; on the command line, a trace id not found is a mistake."""
+    import assay
+
+    assay.configure(store=args.store)
+    if _checked(assay.count_traces, f"trace.request_id = '{_checked(_trace_id, args)}'",
+                experiment="*"):
+        return True
+    print(f"no trace {args.trace_id} in {_store_uri(args)}; nothing written", file=sys.stderr)
+    return False
+
+
+def _trace_id(args: argparse.Namespace) -> str:
+    from assay.store.query import checked_trace_id
+
+    return checked_trace_id(args.trace_id, f"traces {args.traces_command}")
 
 
 def _experiments(args: argparse.Namespace) -> str | list[str]:

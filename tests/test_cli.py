@@ -376,7 +376,7 @@ def test_traces_tags_and_assessments_from_the_command_line(demo_twice, tmp_path,
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["set-tag", "nope", "k", "v"], "set_trace_tag(trace_id='nope'): expected 32 hex"),
+    (["set-tag", "nope", "k", "v"], "traces set-tag(trace_id='nope'): expected 32 hex"),
     (["set-tag", "ab" * 16, "", "v"], "set_trace_tag(key=''): expected a non-empty string"),
     (["log-feedback", "ab" * 16, "exact_match", "true", "--overrides", "cd" * 16],
      "--overrides " + "cd" * 16 + ": trace " + "ab" * 16 + " has no such assessment"),
@@ -389,16 +389,52 @@ def test_traces_tag_and_assessment_commands_name_what_is_wrong(tmp_path, capsys,
                                                                message):
     from assay.cli import main
 
-    assert main(["traces", *args, "--store", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    store = _store_with_trace(tmp_path, "ab" * 16)
+    assert main(["traces", *args, "--store", store]) == 2
     assert message in capsys.readouterr().err
+
+
+def _store_with_trace(tmp_path, trace_id: str) -> str:
+    """A store holding one trace, of this id."""
+    from assay.store import open_store
+    from tests.store.test_search import T0_MS, root_record
+
+    uri = f"sqlite:///{tmp_path / 'one.db'}"
+    store = open_store(uri)
+    store.write_spans([root_record(trace_id, T0_MS)])
+    store.close()
+    return uri
+
+
+@pytest.mark.parametrize("args", [
+    ["set-tag", "cd" * 16, "k", "v"], ["delete-tag", "cd" * 16, "k"],
+    ["log-feedback", "cd" * 16, "correct", "true"], ["log-expectation", "cd" * 16, "a", "1"],
+])
+def test_a_trace_not_in_the_store_is_said_and_nothing_written(tmp_path, capsys, args):
+    from assay.cli import main
+
+    store = _store_with_trace(tmp_path, "ab" * 16)
+    assert main(["traces", *args, "--store", store]) == 1
+    assert f"no trace {'cd' * 16} in {store}; nothing written" in capsys.readouterr().err
+    assay.configure(store=store)
+    assert assay.search_traces("tags.k IS NOT NULL", experiment="*",
+                               return_type="list") == []
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(store)
+    with engine.connect() as conn:
+        written = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                   for t in ("trace_tags", "assessments")]
+    engine.dispose()
+    assert written == [0, 0]
 
 
 def test_log_feedback_overrides_only_a_feedback_of_its_name(tmp_path, capsys):
     from assay.cli import main
 
-    store = f"sqlite:///{tmp_path / 'x.db'}"
-    assay.configure(store=store)
     tid = "ab" * 16
+    store = _store_with_trace(tmp_path, tid)
+    assay.configure(store=store)
     judged = assay.log_feedback(tid, "correct", False, source="LLM_JUDGE")
     assert main(["traces", "log-feedback", tid, "helpful", "true", "--overrides",
                  judged.assessment_id, "--store", store]) == 2
